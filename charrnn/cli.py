@@ -1,0 +1,295 @@
+"""The `charrnn` command line: parses, validates, calls the library, prints with Rich."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from charrnn.errors import TrainingFailed, UserError
+
+app = typer.Typer(
+    name="charrnn",
+    help="Train character-level RNN / GRU / LSTM language models, sample from them and evaluate them.\n\n"
+    "Example: charrnn train --config configs/ihello.yaml && charrnn sample runs/ihello --prime h --greedy",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+_state = {"debug": False}
+
+
+def _err(message: str) -> None:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+
+
+def _handles_errors(fn):
+    """User mistakes end in one line and exit 2; failures of the work in one line and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from charrnn.train import Interrupted
+
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            if _state["debug"]:
+                raise
+            _err(str(exc).replace("[", r"\["))
+            raise typer.Exit(2) from None
+        except TrainingFailed as exc:
+            if _state["debug"]:
+                raise
+            _err(str(exc).replace("[", r"\["))
+            raise typer.Exit(1) from None
+        except Interrupted as exc:
+            Console(stderr=True).print(
+                f"interrupted at step {exc.step}; checkpoint saved. Resume with: "
+                f"charrnn train --resume --run-dir {exc.run_dir}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            Console(stderr=True).print("interrupted", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+@_handles_errors
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config, e.g. configs/ihello.yaml.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=0.01 "
+                                                   "(repeatable).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Text file to train on (sets data.path).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name: the run folder is <log.dir>/NAME.")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run folder (instead of --name).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a model on a text file; checkpoints, metrics and TensorBoard logs go into the run folder.
+
+    Example: charrnn train --config configs/shakespeare.yaml --data ../shared/data/tinyshakespeare.txt
+    """
+    from charrnn.config import apply_overrides, config_from_dict, read_yaml
+    from charrnn.train import train as run_training
+
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pass one of them")
+    overrides = list(set_ or [])
+    if name is not None:
+        overrides.append(f"name={json.dumps(name)}")
+    if data is not None:
+        overrides.append(f"data.path={json.dumps(str(data))}")
+    if config is None and not (resume and (run_dir or name)):
+        raise UserError("pass --config FILE (e.g. --config configs/ihello.yaml), or --resume with --run-dir")
+    base = read_yaml(config) if config is not None else {}
+    if resume:
+        root = run_dir or Path(config_from_dict(apply_overrides(base, overrides)).log.dir) / (
+            name or config_from_dict(apply_overrides(base, overrides)).name)
+        saved = Path(root) / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"cannot resume: {saved} does not exist; train without --resume first")
+        base = read_yaml(saved)
+        run_dir = Path(root)
+    cfg = config_from_dict(apply_overrides(base, overrides))
+    if cfg.data.path:
+        cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
+    result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
+    if result.val is not None and not quiet:
+        out = Console(stderr=True, highlight=False)
+        table = Table(title=f"{result.run_dir} after {result.step} steps ({result.elapsed_s:.1f} s)")
+        for col in ("loss (nats/char)", "bpc", "perplexity", "accuracy", "best val loss"):
+            table.add_column(col, justify="right")
+        m = result.val
+        table.add_row(f"{m.loss:.4f}", f"{m.bpc:.4f}", f"{m.perplexity:.3f}", f"{m.accuracy:.4f}",
+                      f"{result.best_val_loss:.4f}")
+        out.print(table)
+        out.print(f"sample it: charrnn sample {result.run_dir}", markup=False)
+
+
+def _load_run(run: Path, checkpoint: str, device: str | None):
+    from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
+    from charrnn.device import resolve_device
+    from charrnn.train import load_model
+
+    dev = resolve_device(device or "cpu")
+    state = load_checkpoint(resolve_checkpoint(run, checkpoint))
+    model, vocab, cfg = load_model(state, dev)
+    return state, model, vocab, cfg, dev
+
+
+@app.command()
+@_handles_errors
+def sample(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.", show_default=False)],
+    prime: Annotated[str | None, typer.Option("--prime", "-p", help="Text to start from.")] = None,
+    prime_file: Annotated[Path | None, typer.Option("--prime-file", help="Read the prime text from a file.")] = None,
+    length: Annotated[int, typer.Option("--length", "-n", min=0, help="Characters to generate.")] = 500,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="> 0; lower is more conservative.")] = 1.0,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Sample among the K likeliest characters.")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus: smallest set with mass >= P.")] = None,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always take the likeliest character.")] = False,
+    num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Independent samples, one batch.")] = 1,
+    stop: Annotated[str | None, typer.Option("--stop", help="End each sample at this string (\\n escapes ok).")]
+    = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Make the output reproducible.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {\"samples\": [...], \"chars_per_sec\": ...}.")]
+    = False,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+) -> None:
+    """Generate text from a trained run, streamed to stdout as it is produced.
+
+    Example: charrnn sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8 --top-p 0.95
+    """
+    from charrnn.data import read_text
+    from charrnn.sampling import SamplingOptions, StopFilter, generate
+
+    opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+    if prime is not None and prime_file is not None:
+        raise UserError("pass --prime or --prime-file, not both")
+    state, model, vocab, _, dev = _load_run(run, checkpoint, device)
+    if prime_file is not None:
+        prime = read_text(prime_file)
+    if prime is None:
+        prime = state.get("first_char") or vocab.chars[0]
+    if prime == "":
+        raise UserError("the prime text is empty; pass at least one character with --prime")
+    stop = stop.encode("utf-8").decode("unicode_escape") if stop and "\\" in stop else stop
+    vocab.encode(prime)  # a character outside the vocabulary is named before any output
+    filters = [StopFilter(stop) for _ in range(num_samples)]
+    texts = [prime] * num_samples
+    stream = num_samples == 1 and not as_json
+    out = sys.stdout
+    start = time.perf_counter()
+    generated = 0
+    try:
+        if stream:
+            out.write(prime)
+            out.flush()
+        for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
+                              seed=seed, device=dev):
+            generated += num_samples
+            pieces = [f.feed(c) for f, c in zip(filters, chars, strict=True)]
+            if stream:
+                if pieces[0]:
+                    out.write(pieces[0])
+                    out.flush()
+            else:
+                texts = [t + p for t, p in zip(texts, pieces, strict=True)]
+            if all(f.done for f in filters):
+                break
+        tails = [f.flush() for f in filters]
+        speed = generated / max(time.perf_counter() - start, 1e-9)
+        if stream:
+            out.write(tails[0] + "\n")
+        elif as_json:
+            texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
+            out.write(json.dumps({"samples": texts, "chars_per_sec": round(speed, 1)}, ensure_ascii=False) + "\n")
+        else:
+            texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
+            out.write(("\n" + "-" * 40 + "\n").join(texts) + "\n")
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
+
+
+@app.command("eval")
+@_handles_errors
+def eval_(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.", show_default=False)],
+    split: Annotated[str, typer.Option("--split", help="train | val | test of the run's corpus.")] = "val",
+    data: Annotated[Path | None, typer.Option("--data", help="Score this text file instead of a split.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+) -> None:
+    """Report loss (nats/char), bits per character, perplexity and accuracy on held-out text.
+
+    Example: charrnn eval runs/shakespeare --split val --json
+    """
+    from charrnn.data import read_text
+    from charrnn.evaluate import evaluate
+    from charrnn.train import open_corpus
+
+    if split not in ("train", "val", "test"):
+        raise UserError(f"--split must be train, val or test, got {split!r}")
+    _, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
+    if data is not None:
+        ids, source = vocab.encode(read_text(data)), str(data)
+    else:
+        if not cfg.data.path or not Path(cfg.data.path).is_file():
+            raise UserError(f"the run's corpus {cfg.data.path!r} is not available; pass the text with --data FILE")
+        ids = open_corpus(cfg, vocab).splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
+        source = f"{split} split of {cfg.data.path}"
+        if len(ids) < 2:
+            raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
+                            "use --split train or --data FILE")
+    metrics = evaluate(model, ids, device=dev, precision=cfg.train.precision)
+    if as_json:
+        print(json.dumps(metrics.to_dict()))
+        return
+    table = Table(title=f"{run}: {source}")
+    for col in ("loss (nats/char)", "bpc", "perplexity", "accuracy", "chars"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{metrics.loss:.4f}", f"{metrics.bpc:.4f}", f"{metrics.perplexity:.3f}",
+                  f"{metrics.accuracy:.4f}", f"{metrics.chars:,}")
+    Console(highlight=False).print(table)
+
+
+@app.command()
+@_handles_errors
+def info(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.", show_default=False)],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "last",
+) -> None:
+    """Show a run's config, vocabulary, parameter table and progress.
+
+    Example: charrnn info runs/ihello
+    """
+    from charrnn.model import parameter_table
+    from charrnn.tracking import visible_char
+
+    state, model, vocab, cfg, _ = _load_run(run, checkpoint, "cpu")
+    console = Console(highlight=False)
+    console.print("[bold]config[/]")
+    console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip(), markup=False)
+    preview = " ".join(visible_char(c) for c in vocab.chars[:80]) + (" ..." if len(vocab) > 80 else "")
+    console.print(f"\n[bold]vocabulary[/]: {len(vocab)} characters", markup=True)
+    console.print(preview, markup=False)
+    table = Table(title="parameters")
+    table.add_column("name")
+    table.add_column("shape")
+    table.add_column("count", justify="right")
+    rows = parameter_table(model)
+    for pname, shape, count in rows:
+        table.add_row(pname, str(list(shape)), f"{count:,}")
+    table.add_row("[bold]total[/]", "", f"[bold]{sum(c for _, _, c in rows):,}[/]")
+    console.print(table)
+    best = state.get("best_val")
+    best_text = f"{best:.4f}" if isinstance(best, float) and best != float("inf") else "-"
+    console.print(f"steps done: {state['step']}   best val loss: {best_text}   "
+                  f"training time: {state.get('elapsed', 0.0):.1f} s", markup=False)
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,260 @@
+"""Typed configuration: YAML loading, `--set a.b=v` overrides and validation.
+
+Every field is declared once, with its type and the values it allows; validation
+and error messages are derived from those declarations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from charrnn.errors import UserError
+
+
+def _spec(default: Any, *, choices: tuple | None = None, lo: float | None = None,
+          hi: float | None = None, lo_open: bool = False, hi_open: bool = False, doc: str = "") -> Any:
+    """A dataclass field with its allowed values recorded in metadata."""
+    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "doc": doc}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    path: str | None = _spec(None, doc="UTF-8 text file to train on")
+    val_fraction: float = _spec(0.1, lo=0.0, hi=1.0, hi_open=True)
+    test_fraction: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)
+    cache: str | None = _spec(None, doc="where to keep the encoded id file; default: next to the corpus")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = _spec("lstm", choices=("rnn", "gru", "lstm"))
+    nonlinearity: str = _spec("tanh", choices=("tanh", "relu"))
+    encoding: str = _spec("embedding", choices=("onehot", "embedding"))
+    embedding_dim: int = _spec(64, lo=1)
+    hidden_size: int = _spec(128, lo=1)
+    num_layers: int = _spec(2, lo=1)
+    dropout: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)
+    tie_weights: bool = _spec(False)
+    bidirectional: bool = _spec(False)
+
+
+@dataclass
+class TrainConfig:
+    seq_length: int = _spec(64, lo=1)
+    batch_size: int = _spec(32, lo=1)
+    max_steps: int | None = _spec(2000, lo=1)
+    max_epochs: float | None = _spec(None, lo=0.0, lo_open=True)
+    time_budget: float | None = _spec(None, lo=0.0, lo_open=True, doc="seconds")
+    batching: str = _spec("random", choices=("random", "stateful"))
+    optimizer: str = _spec("adamw", choices=("adamw", "adam", "rmsprop", "sgd"))
+    lr: float = _spec(0.003, lo=0.0, lo_open=True)
+    lr_schedule: str = _spec("cosine", choices=("constant", "cosine", "step"))
+    min_lr_ratio: float = _spec(0.1, lo=0.0, hi=1.0)
+    lr_step_every: float = _spec(0.33, lo=0.0, hi=1.0, lo_open=True, doc="step schedule: fraction of the run")
+    lr_step_gamma: float = _spec(0.1, lo=0.0, hi=1.0, lo_open=True)
+    warmup_steps: int = _spec(0, lo=0)
+    weight_decay: float = _spec(0.0, lo=0.0)
+    grad_clip: float = _spec(1.0, lo=0.0, doc="0 turns clipping off")
+    eval_every: int = _spec(200, lo=1)
+    eval_max_chars: int | None = _spec(None, lo=1, doc="cap on validation characters; default: whole split")
+    checkpoint_every: int = _spec(200, lo=1)
+    device: str = _spec("auto")
+    precision: str = _spec("fp32", choices=("fp32", "bf16", "fp16"))
+    compile: bool = _spec(False)
+    threads: int | None = _spec(None, lo=1, doc="CPU threads; default: torch's choice")
+
+
+@dataclass
+class LogConfig:
+    dir: str = _spec("runs")
+    tensorboard: bool = _spec(True)
+    sample_every: int = _spec(500, lo=0, doc="0 turns samples off")
+    sample_length: int = _spec(200, lo=1)
+    histogram_every: int = _spec(0, lo=0, doc="evals between weight histograms; 0 turns them off")
+
+
+@dataclass
+class Config:
+    name: str = _spec("run")
+    seed: int = _spec(0)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(base, str(base))
+    return name + (" or null" if type(None) in typing.get_args(tp) else "")
+
+
+def _is_optional(tp: Any) -> bool:
+    return isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
+    """Check one leaf value against its declared type and range; return it in canonical form."""
+    if value is None:
+        if _is_optional(tp):
+            return None
+        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got null")
+    base = next(a for a in typing.get_args(tp) if a is not type(None)) if _is_optional(tp) else tp
+    ok = (
+        (base is bool and isinstance(value, bool))
+        or (base is int and isinstance(value, int) and not isinstance(value, bool))
+        or (base is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (base is str and isinstance(value, str))
+    )
+    if not ok:
+        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if base is float:
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise UserError(f"config key '{key}' must be one of {', '.join(choices)}; got {value!r}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):
+        bound = f"> {lo}" if meta["lo_open"] else f">= {lo}"
+        raise UserError(f"config key '{key}' must be {bound}, got {value!r}")
+    if hi is not None and (value > hi or (meta["hi_open"] and value == hi)):
+        bound = f"< {hi}" if meta["hi_open"] else f"<= {hi}"
+        raise UserError(f"config key '{key}' must be {bound}, got {value!r}")
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        where = f"section '{prefix.rstrip('.')}'" if prefix else "the config file"
+        raise UserError(f"{where} must be a mapping of keys to values, got {type(raw).__name__}")
+    hints = _field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise UserError(f"unknown config key '{key}'; allowed keys here: {', '.join(fields)}")
+    values = {}
+    for name, value in raw.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, value if value is not None else {}, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(f"{prefix}{name}", value, tp, dict(fields[name].metadata))
+    return cls(**values)
+
+
+def _check_whole(cfg: Config) -> None:
+    """Rules that involve more than one key."""
+    if cfg.model.bidirectional:
+        raise UserError(
+            "model.bidirectional: true is not allowed: a language model predicts the next character and "
+            "must not see the future; remove the key or set it to false"
+        )
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
+        raise UserError("data.val_fraction + data.test_fraction must be < 1 so that some text is left to train on")
+    t = cfg.train
+    if t.max_steps is None and t.max_epochs is None and t.time_budget is None:
+        raise UserError("set one of train.max_steps, train.max_epochs or train.time_budget so training can stop")
+    if cfg.model.tie_weights:
+        m = cfg.model
+        if m.encoding != "embedding" or m.embedding_dim != m.hidden_size:
+            raise UserError(
+                "model.tie_weights needs encoding: embedding and embedding_dim equal to hidden_size "
+                f"(got encoding={m.encoding}, embedding_dim={m.embedding_dim}, hidden_size={m.hidden_size})"
+            )
+    if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
+        raise UserError(f"config key 'name' must be a plain folder name, got {cfg.name!r}")
+
+
+def config_from_dict(raw: Any) -> Config:
+    """Build and validate a Config from plain data (as parsed from YAML)."""
+    cfg = _build(Config, {} if raw is None else raw, "")
+    _check_whole(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b=value` into (["a", "b"], value), the value parsed as YAML (so 0.01, true, null work)."""
+    if "=" not in text:
+        raise UserError(f"--set expects KEY=VALUE (for example train.lr=0.01), got {text!r}")
+    key, _, raw_value = text.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"--set expects KEY=VALUE with a dotted key such as train.lr, got {text!r}")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError:
+        value = raw_value
+    return parts, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of raw config data with each `a.b=v` override applied."""
+    result = _deep_copy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping from a file, with user-facing errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path} (pass an existing YAML file, e.g. configs/ihello.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise UserError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Load a YAML config (or defaults when path is None), apply overrides and validate."""
+    raw = read_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(raw, list(overrides)))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

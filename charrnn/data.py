@@ -1,0 +1,279 @@
+"""Corpus -> integer ids, splits and batch iterators.
+
+A corpus is read in chunks and encoded once into a compact id file (uint8 when the
+vocabulary fits, else uint16/uint32) that is memory-mapped for training and eval, so a
+corpus larger than RAM works. Batches are assembled with one vectorised gather.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from charrnn.errors import UserError
+from charrnn.vocab import Vocab, codepoints
+
+CHUNK_BYTES = 1 << 24  # 16 MiB per read: large enough to be vectorised, small enough for flat memory
+_MAX_CODEPOINT = 0x110000
+_CACHE_FORMAT = 1
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise UserError(f"data file not found: {path} (pass an existing UTF-8 text file with --data or data.path)")
+    if not path.is_file():
+        raise UserError(f"data path {path} is not a file; pass a UTF-8 text file")
+    if path.stat().st_size == 0:
+        raise UserError(f"data file {path} is empty; give it some text to learn from")
+
+
+def iter_text_chunks(path: str | Path, chunk_bytes: int = CHUNK_BYTES):
+    """Yield (byte_offset, text) chunks of a UTF-8 file; invalid UTF-8 is a UserError with its byte offset."""
+    path = Path(path)
+    _check_readable(path)
+    offset = 0  # file offset of buf[0]
+    carry = b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            buf = carry + block
+            if not buf:
+                return
+            try:
+                text = buf.decode("utf-8")
+                carry = b""
+            except UnicodeDecodeError as exc:
+                truncated_tail = exc.reason == "unexpected end of data" and block and exc.start >= len(buf) - 3
+                if not truncated_tail:
+                    raise UserError(
+                        f"data file {path} is not UTF-8 text: invalid byte 0x{buf[exc.start]:02x} at byte offset "
+                        f"{offset + exc.start}; convert it to UTF-8 (e.g. iconv -t UTF-8)"
+                    ) from None
+                text, carry = buf[: exc.start].decode("utf-8"), buf[exc.start:]
+            if text:
+                yield offset, text
+            offset += len(buf) - len(carry)
+            if not block:
+                if carry:
+                    raise UserError(
+                        f"data file {path} is not UTF-8 text: it ends inside a character at byte offset {offset}"
+                    )
+                return
+
+
+def read_text(path: str | Path) -> str:
+    """Read a whole UTF-8 text file with the same checks as the chunked reader."""
+    return "".join(text for _, text in iter_text_chunks(path))
+
+
+def build_vocab(path: str | Path, progress: Callable[[int], None] | None = None) -> Vocab:
+    """Every distinct character of a file, in one chunked pass (bincount over code points)."""
+    seen = np.zeros(_MAX_CODEPOINT, dtype=bool)
+    for _, text in iter_text_chunks(path):
+        cps = codepoints(text)
+        seen[np.unique(cps) if len(cps) < 4096 else np.flatnonzero(np.bincount(cps, minlength=_MAX_CODEPOINT))] = True
+        if progress:
+            progress(len(text.encode("utf-8")))
+    return Vocab([chr(c) for c in np.flatnonzero(seen)])
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    if vocab_size <= 256:
+        return np.dtype(np.uint8)
+    if vocab_size <= 65536:
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint32)
+
+
+def encode_file(path: str | Path, vocab: Vocab, out_path: str | Path,
+                progress: Callable[[int], None] | None = None) -> int:
+    """Encode a text file into a raw id file with vocab's ids; returns the number of characters."""
+    table = np.full(_MAX_CODEPOINT, -1, dtype=np.int64)
+    table[[ord(c) for c in vocab.chars]] = np.arange(len(vocab))
+    dtype = id_dtype(len(vocab))
+    tmp = Path(str(out_path) + ".tmp")
+    count = 0
+    with open(tmp, "wb") as out:
+        for _, text in iter_text_chunks(path):
+            ids = table[codepoints(text)]
+            if (ids < 0).any():
+                vocab.encode(text)  # raises the UserError that names the unknown character
+            ids.astype(dtype).tofile(out)
+            count += len(ids)
+            if progress:
+                progress(len(text.encode("utf-8")))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, out_path)
+    return count
+
+
+@dataclass
+class EncodedCorpus:
+    """A corpus encoded to ids (memory-mapped) with the vocabulary that encodes it."""
+
+    ids: np.ndarray
+    vocab: Vocab
+    source: Path
+
+    def splits(self, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+        """train | val | test, in file order; with test_fraction 0 val is the last fraction of the file."""
+        n = len(self.ids)
+        n_val = int(round(n * val_fraction))
+        n_test = int(round(n * test_fraction))
+        n_train = n - n_val - n_test
+        return {
+            "train": self.ids[:n_train],
+            "val": self.ids[n_train : n_train + n_val],
+            "test": self.ids[n_train + n_val :],
+        }
+
+
+def _cache_key(path: Path, vocab: Vocab | None) -> str:
+    st = path.stat()
+    h = hashlib.sha256()
+    h.update(f"{_CACHE_FORMAT}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    if vocab is not None:
+        h.update(vocab.to_json().encode())
+    return h.hexdigest()[:16]
+
+
+def load_corpus(path: str | Path, cache_dir: str | Path, vocab: Vocab | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> EncodedCorpus:
+    """Encode a text file once into cache_dir (reused while the file is unchanged) and memory-map it.
+
+    With vocab None the vocabulary is built from the file; otherwise the file is encoded with it.
+    progress(stage, bytes_done, bytes_total) is called as chunks are processed.
+    """
+    path = Path(path)
+    _check_readable(path)
+    entry = Path(cache_dir) / f"{path.name}.{_cache_key(path, vocab)}"
+    meta_path = entry / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            cached_vocab = Vocab(meta["chars"])
+            ids = _open_ids(entry / "ids.bin", cached_vocab, meta["length"])
+            return EncodedCorpus(ids, cached_vocab, path)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged cache entry is rebuilt below
+    total = path.stat().st_size
+    done = {"vocab": 0, "encode": 0}
+
+    def tick(stage: str) -> Callable[[int], None] | None:
+        if progress is None:
+            return None
+
+        def advance(nbytes: int) -> None:
+            done[stage] += nbytes
+            progress(stage, done[stage], total)
+
+        return advance
+
+    if vocab is None:
+        vocab = build_vocab(path, tick("vocab"))
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+        length = encode_file(path, vocab, entry / "ids.bin", tick("encode"))
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"chars": vocab.chars, "length": length, "source": str(path)}), encoding="utf-8")
+        os.replace(tmp, meta_path)
+    except OSError as exc:
+        raise UserError(f"cannot write the encoded corpus cache in {entry}: {exc.strerror}; "
+                        "set data.cache to a writable folder") from None
+    return EncodedCorpus(_open_ids(entry / "ids.bin", vocab, length), vocab, path)
+
+
+def _open_ids(path: Path, vocab: Vocab, length: int) -> np.ndarray:
+    dtype = id_dtype(len(vocab))
+    if path.stat().st_size != length * dtype.itemsize:
+        raise ValueError("id file size does not match its metadata")
+    if length == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(length,))
+
+
+class RandomWindows:
+    """Batches of windows starting at uniformly random offsets: (inputs, targets), each (B, T) int64."""
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        if len(ids) < seq_length + 1:
+            raise UserError(
+                f"the training text has {len(ids)} characters, too few for train.seq_length={seq_length}; "
+                f"use a longer text or set train.seq_length to at most {max(1, len(ids) - 1)}"
+            )
+        self.ids, self.batch_size, self.seq_length = ids, batch_size, seq_length
+        self.rows = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
+        self.rng = np.random.default_rng(seed)
+        self._window = np.arange(seq_length + 1)
+
+    stateful = False
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # Every rank draws the same global offsets and keeps its own rows: the global batch is rank-independent.
+        starts = self.rng.integers(0, len(self.ids) - self.seq_length, size=self.batch_size)[self.rows]
+        chunk = torch.from_numpy(np.asarray(self.ids[starts[:, None] + self._window], dtype=np.int64))
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+class ContiguousStreams:
+    """Stateful truncated BPTT: the split is cut into B parallel streams read front to back, so consecutive
+    batches continue each other (carry the hidden state) and every character is seen once per epoch."""
+
+    stateful = True
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        stream_len = (len(ids) - 1) // batch_size
+        if stream_len < seq_length:
+            need = batch_size * seq_length + 1
+            raise UserError(
+                f"the training text has {len(ids)} characters; stateful batching with batch_size={batch_size} "
+                f"and seq_length={seq_length} needs at least {need}; lower them or use train.batching: random"
+            )
+        self.ids, self.batch_size, self.seq_length = ids, batch_size, seq_length
+        rows = np.arange(batch_size)[rank * batch_size // world_size : (rank + 1) * batch_size // world_size]
+        self._starts = rows * stream_len
+        self.batches_per_epoch = stream_len // seq_length
+        self._window = np.arange(seq_length + 1)
+        self.position = 0  # batches taken in the current epoch
+        self.epoch = 0
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.position == self.batches_per_epoch:
+            self.position, self.epoch = 0, self.epoch + 1
+        index = self._starts[:, None] + self.position * self.seq_length + self._window
+        self.position += 1
+        chunk = torch.from_numpy(np.asarray(self.ids[index], dtype=np.int64))
+        return chunk[:, :-1], chunk[:, 1:]
+
+    @property
+    def starts_new_epoch(self) -> bool:
+        """True when the next batch begins the streams again (the carried hidden state must be reset)."""
+        return self.position in (0, self.batches_per_epoch)
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position, self.epoch = int(state["position"]), int(state["epoch"])
+
+
+def make_batcher(kind: str, ids: np.ndarray, batch_size: int, seq_length: int, seed: int,
+                 rank: int = 0, world_size: int = 1) -> RandomWindows | ContiguousStreams:
+    cls = ContiguousStreams if kind == "stateful" else RandomWindows
+    return cls(ids, batch_size, seq_length, seed, rank, world_size)

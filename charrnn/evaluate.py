@@ -1,0 +1,80 @@
+"""Loss, bits per character, perplexity and accuracy of a model over a text.
+
+One function serves both the validation during training and `charrnn eval`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charrnn.model import CharRNN, Hidden, select_hidden
+from charrnn.device import autocast
+
+
+@dataclass
+class Metrics:
+    loss: float  # mean cross-entropy, nats per character
+    bpc: float
+    perplexity: float
+    accuracy: float
+    chars: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_sums(cls, loss_sum: float, correct: int, chars: int) -> Metrics:
+        loss = loss_sum / chars if chars else float("nan")
+        return cls(loss=loss, bpc=loss / math.log(2), perplexity=math.exp(min(loss, 700.0)),
+                   accuracy=correct / chars if chars else float("nan"), chars=chars)
+
+
+@torch.no_grad()
+def evaluate(model: CharRNN, ids: np.ndarray, *, batch_size: int = 64, chunk_length: int = 256,
+             device: torch.device | str = "cpu", precision: str = "fp32", max_chars: int | None = None) -> Metrics:
+    """Score every next-character prediction in ids (all but the first character).
+
+    The text is cut into `batch_size` contiguous streams read in chunks with the hidden state carried,
+    so each prediction sees its preceding context; the remainder continues the last stream.
+    """
+    if max_chars is not None:
+        ids = ids[: max_chars + 1]
+    n = len(ids) - 1
+    if n < 1:
+        return Metrics.from_sums(0.0, 0, 0)
+    was_training = model.training
+    model.eval()
+    tokens = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+    streams = max(1, min(batch_size, n // chunk_length))
+    stream_len = n // streams
+    loss_sum, correct = 0.0, 0
+
+    def score(block: torch.Tensor, hidden: Hidden | None) -> Hidden:
+        nonlocal loss_sum, correct
+        block = block.to(device)
+        with autocast(device, precision):
+            logits, hidden = model(block[:, :-1], hidden)
+        logits = logits.float()
+        targets = block[:, 1:]
+        loss_sum += F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                    reduction="sum").item()
+        correct += (logits.argmax(-1) == targets).sum().item()
+        return hidden
+
+    grid = tokens[: streams * stream_len + 1]
+    index = torch.arange(streams)[:, None] * stream_len  # (S, 1) stream starts
+    hidden = None
+    for start in range(0, stream_len, chunk_length):
+        width = min(chunk_length, stream_len - start)
+        hidden = score(grid[index + start + torch.arange(width + 1)], hidden)
+    rest = tokens[streams * stream_len :]
+    if len(rest) > 1:
+        score(rest[None, :], select_hidden(hidden, slice(streams - 1, streams)))
+    if was_training:
+        model.train()
+    return Metrics.from_sums(loss_sum, correct, n)

@@ -1,0 +1,131 @@
+"""Text generation: prime, temperature, top-k, top-p, greedy, batched streams, stop strings.
+
+Generation warms the hidden state on the prime once, then advances one character at a time
+through the model's one-step path, so each character costs O(1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from charrnn.errors import UserError
+from charrnn.model import CharRNN
+from charrnn.stepper import make_stepper
+from charrnn.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise UserError(f"--temperature must be > 0, got {self.temperature}; use --greedy for argmax decoding")
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"--top-k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def filter_logits(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
+    """Apply temperature, then top-k, then top-p to logits (N, V); excluded entries become -inf."""
+    logits = logits.float() / opts.temperature
+    if opts.top_k is not None and opts.top_k < logits.size(-1):
+        kth = torch.topk(logits, opts.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if opts.top_p is not None and opts.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs
+        # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it already does.
+        drop_sorted = mass_before >= opts.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def choose_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator | None) -> torch.Tensor:
+    """Pick the next character id for each row of logits (N, V) -> (N,)."""
+    if opts.greedy:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits, opts), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: SamplingOptions = SamplingOptions(),
+             num_samples: int = 1, seed: int | None = None, device: torch.device | str = "cpu",
+             ) -> Iterator[list[str]]:
+    """Yield, for each of `length` steps, the next character of each of the num_samples streams."""
+    if not prime:
+        raise UserError("the prime text is empty; pass at least one character with --prime")
+    if length < 0 or num_samples < 1:
+        raise UserError("--length must be >= 0 and --num-samples >= 1")
+    prime_ids = torch.from_numpy(vocab.encode(prime)).to(device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            step = make_stepper(model)
+            hidden = None
+            if len(prime_ids) > 1:
+                _, hidden = model(prime_ids[None, :-1].expand(num_samples, -1), None)
+            x = prime_ids[-1:].expand(num_samples).contiguous()
+            state = step.start(hidden, num_samples, device)
+            for _ in range(length):
+                logits, state = step(x, state)
+                x = choose_next(logits, opts, generator)
+                yield [vocab.chars[i] for i in x.tolist()]
+    finally:
+        if was_training:
+            model.train()
+
+
+class StopFilter:
+    """Streams text through, holding back just enough to cut it at the first `stop` string."""
+
+    def __init__(self, stop: str | None):
+        self.stop, self.pending, self.done = stop or None, "", False
+
+    def feed(self, text: str) -> str:
+        """Return the text that is safe to emit now; after the stop string, nothing."""
+        if self.done:
+            return ""
+        if self.stop is None:
+            return text
+        self.pending += text
+        cut = self.pending.find(self.stop)
+        if cut >= 0:
+            self.done = True
+            out, self.pending = self.pending[:cut], ""
+            return out
+        keep = len(self.stop) - 1
+        out = self.pending[: len(self.pending) - keep] if keep else self.pending
+        self.pending = self.pending[len(out):]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.done else self.pending), ""
+        return out
+
+
+def sample_text(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: SamplingOptions = SamplingOptions(),
+                num_samples: int = 1, seed: int | None = None, stop: str | None = None,
+                device: torch.device | str = "cpu") -> list[str]:
+    """Whole samples (prime + generated, cut at `stop`), for scripts and TensorBoard."""
+    filters = [StopFilter(stop) for _ in range(num_samples)]
+    texts = [prime] * num_samples
+    for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
+                          seed=seed, device=device):
+        texts = [t + f.feed(c) for t, f, c in zip(texts, filters, chars, strict=True)]
+        if all(f.done for f in filters):
+            break
+    return [t + f.flush() for t, f in zip(texts, filters, strict=True)]

@@ -1,0 +1,154 @@
+"""Where a run reports: TensorBoard event files, metrics.jsonl and the console, behind one interface."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+# Characters that would be invisible (or break the TSV metadata) in TensorBoard's projector.
+_VISIBLE = {"\n": "\\n", "\t": "\\t", " ": "␣", "\r": "\\r"}
+
+
+def visible_char(ch: str) -> str:
+    """A label that shows the character, including whitespace and control characters."""
+    if ch in _VISIBLE:
+        return _VISIBLE[ch]
+    return ch if ch.isprintable() else f"U+{ord(ch):04X}"
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+class Tracker:
+    """Logs scalars, text and evals of a training run; only rank 0 of a distributed run writes anything."""
+
+    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, quiet: bool = False, enabled: bool = True,
+                 total_steps: int | None = None, time_budget: float | None = None, start_step: int = 0,
+                 purge_step: int | None = None):
+        self.run_dir, self.enabled, self.quiet = Path(run_dir), enabled, quiet
+        self.writer = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
+
+            # purge_step hides events a crashed session logged after the checkpoint it resumes from.
+            self.writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=10, purge_step=purge_step)
+        self.console = stderr_console()
+        self.total_steps, self.time_budget = total_steps, time_budget
+        self._progress = None
+        self._task = None
+        self._last_val = float("nan")
+        if enabled and not quiet and self.console.is_terminal and sys.stdout.isatty():
+            by_time = total_steps is None
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[where]}"),
+                TextColumn("loss [cyan]{task.fields[loss]}"),
+                TextColumn("val [magenta]{task.fields[val]}"),
+                TextColumn("{task.fields[speed]} chars/s"),
+                TextColumn("ETA" if not by_time else "left"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            total = float(total_steps) if not by_time else float(time_budget)
+            self._task = self._progress.add_task("train", total=total, completed=0 if by_time else start_step,
+                                                 where="", loss="-", val="-", speed="-")
+            self._progress.start()
+
+    # -- TensorBoard -------------------------------------------------------------------------------
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is not None:
+            for tag, value in values.items():
+                if value is not None and math.isfinite(value):
+                    self.writer.add_scalar(tag, value, step)
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        if self.writer is not None:
+            # TensorBoard renders text as Markdown: a code block keeps line breaks and spacing.
+            self.writer.add_text(tag, "```\n" + text.replace("```", "'''") + "\n```", step)
+
+    def hparams(self, hparams: dict[str, Any], metric_tags: list[str]) -> None:
+        """Declare the run's hyperparameters and the scalar tags that score it (HParams tab)."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        clean = {k: (v if isinstance(v, bool | int | float | str) else str(v)) for k, v in hparams.items()}
+        exp, ssi, sei = hparams_summary(clean, {tag: 0.0 for tag in metric_tags})
+        file_writer = self.writer._get_file_writer()
+        for summary in (exp, ssi, sei):
+            file_writer.add_summary(summary)
+
+    def histograms(self, step: int, named_tensors: dict[str, Any]) -> None:
+        if self.writer is not None:
+            for name, tensor in named_tensors.items():
+                self.writer.add_histogram(name, tensor.detach().float().cpu(), step)
+
+    def embedding(self, step: int, weights: Any, chars: list[str]) -> None:
+        """The character embedding in the Projector, each point labelled by its character."""
+        if self.writer is not None:
+            self.writer.add_embedding(weights.detach().float().cpu(), metadata=[visible_char(c) for c in chars],
+                                      tag="char_embedding", global_step=step)
+
+    # -- metrics.jsonl and console -----------------------------------------------------------------
+    def eval_record(self, record: dict[str, Any]) -> None:
+        """One line in metrics.jsonl, the val/* scalars and a console line for an evaluation."""
+        if not self.enabled:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self.scalars(record["step"], {"val/loss": record.get("val_loss"), "val/bpc": record.get("val_bpc"),
+                                      "val/accuracy": record.get("val_accuracy")})
+        self._last_val = record.get("val_loss", float("nan"))
+        line = (f"step {record['step']}: train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}"
+                f"  bpc {record['val_bpc']:.3f}  acc {record['val_accuracy']:.3f}  {record['chars_per_sec']:,.0f} chars/s")
+        if self._progress is not None:
+            self._progress.console.print(line)
+        elif not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    def progress(self, step: int, elapsed: float, loss: float, chars_per_sec: float) -> None:
+        if self._progress is None:
+            return
+        where = f"{step}/{self.total_steps}" if self.total_steps else f"step {step}"
+        completed = step if self.total_steps else min(elapsed, self.time_budget)
+        self._progress.update(self._task, completed=completed, where=where, loss=f"{loss:.3f}",
+                              val=f"{self._last_val:.3f}" if math.isfinite(self._last_val) else "-",
+                              speed=f"{chars_per_sec:,.0f}")
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._progress is not None:
+            self._progress.console.print(text)
+        elif not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+            self.writer = None
+
+
+class Stopwatch:
+    """Elapsed training seconds, resumable (the time of earlier sessions is added)."""
+
+    def __init__(self, already: float = 0.0):
+        self.already, self.start = already, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.already + time.perf_counter() - self.start

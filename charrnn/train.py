@@ -1,0 +1,360 @@
+"""The training loop: optimizer, LR schedule, clipping, evaluation, checkpoints and logging calls.
+
+`train(config)` is the whole of `charrnn train`; it can be called from a notebook or a test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from charrnn import distributed
+from charrnn.checkpoint import RunPaths, load_checkpoint, prepare_run_dir, save_checkpoint
+from charrnn.config import Config, config_from_dict, save_config
+from charrnn.data import EncodedCorpus, load_corpus, make_batcher
+from charrnn.device import autocast, resolve_device
+from charrnn.errors import TrainingFailed, UserError
+from charrnn.evaluate import Metrics, evaluate
+from charrnn.model import CharRNN, detach_hidden
+from charrnn.sampling import SamplingOptions, sample_text
+from charrnn.tracking import Stopwatch, Tracker
+from charrnn.vocab import Vocab
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    elapsed_s: float
+    chars_per_sec: float
+    val: Metrics | None
+    best_val_loss: float
+    stopped_by: str  # "max_steps" | "max_epochs" | "time_budget"
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path):
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+        super().__init__(f"interrupted at step {step}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def default_cache_dir(cfg: Config) -> Path:
+    return Path(cfg.data.cache) if cfg.data.cache else Path(cfg.log.dir) / ".cache"
+
+
+def open_corpus(cfg: Config, vocab: Vocab | None = None, quiet: bool = True) -> EncodedCorpus:
+    """The config's corpus, encoded (once, cached) and memory-mapped."""
+    if not cfg.data.path:
+        raise UserError("no training text: set data.path in the config or pass --data FILE")
+    return load_corpus(cfg.data.path, default_cache_dir(cfg), vocab)
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = list(model.parameters())
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+
+
+def lr_factor(cfg: Config, step: int, progress: float) -> float:
+    """Multiplier of the base LR at a step; progress in [0, 1] is the fraction of the run done
+    (by steps, or by time under a time budget), so the schedule stretches over either."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    progress = min(max(progress, 0.0), 1.0)
+    if t.lr_schedule == "cosine":
+        return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if t.lr_schedule == "step":
+        return t.lr_step_gamma ** math.floor(progress / t.lr_step_every)
+    return 1.0
+
+
+def total_steps_for(cfg: Config, train_chars: int) -> int | None:
+    """The step limit implied by max_steps and max_epochs (the smaller); None under a pure time budget."""
+    limits = []
+    if cfg.train.max_steps is not None:
+        limits.append(cfg.train.max_steps)
+    if cfg.train.max_epochs is not None:
+        per_step = cfg.train.batch_size * cfg.train.seq_length
+        limits.append(max(1, math.ceil(cfg.train.max_epochs * train_chars / per_step)))
+    return min(limits) if limits else None
+
+
+@contextmanager
+def _stop_on_signals():
+    """Turn SIGINT/SIGTERM into a flag checked at step boundaries (main thread only)."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {}
+
+    def handler(signum, _frame):
+        caught.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _hidden_to(hidden, device):
+    if hidden is None:
+        return None
+    if isinstance(hidden, tuple | list):
+        return tuple(h.to(device) for h in hidden)
+    return hidden.to(device)
+
+
+def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+          quiet: bool = False, device: str | None = None) -> RunResult:
+    """Train a model as the config says, writing checkpoints, metrics and TensorBoard logs into the run folder.
+
+    With resume=True the run folder's own config and last.pt are used (cfg only supplies overrides such
+    as a longer max_steps) and the run continues exactly where it stopped.
+    """
+    dist = distributed.context()
+    run_root = Path(run_dir) if run_dir is not None else Path(cfg.log.dir) / cfg.name
+    checkpoint = None
+    if resume:
+        paths = prepare_run_dir(run_root, resume=True)
+        checkpoint = load_checkpoint(paths.last)
+    dev = resolve_device(device or cfg.train.device)
+    dev = dist.device(dev)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    vocab = Vocab(checkpoint["vocab"]) if checkpoint else None
+    corpus = open_corpus(cfg, vocab)
+    vocab = corpus.vocab
+    splits = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)
+    train_ids, val_ids = splits["train"], splits["val"]
+    val_name = "val"
+    if len(val_ids) < 2:
+        val_ids, val_name = train_ids, "train"  # tiny corpora (val_fraction 0): score the training text
+    torch.manual_seed(cfg.seed)
+    batcher = make_batcher(cfg.train.batching, train_ids, cfg.train.batch_size, cfg.train.seq_length, cfg.seed,
+                           dist.rank, dist.world_size)
+    model = CharRNN(len(vocab), cfg.model).to(dev)
+    optimizer = build_optimizer(cfg, model)
+    step, best_val, elapsed_before, hidden = 0, float("inf"), 0.0, None
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        batcher.load_state_dict(checkpoint["data"])
+        _set_rng_state(checkpoint["rng"], dev)
+        step, best_val = int(checkpoint["step"]), float(checkpoint["best_val"])
+        elapsed_before = float(checkpoint["elapsed"])
+        hidden = _hidden_to(checkpoint.get("hidden"), dev)
+    else:
+        paths = prepare_run_dir(run_root, overwrite=overwrite) if dist.is_main else RunPaths(run_root)
+    dist.barrier()
+    if dist.is_main:
+        save_config(cfg, paths.config)
+        vocab.save(paths.vocab)
+        if checkpoint:
+            _truncate_metrics(paths.metrics, step)
+    ddp_model = dist.wrap(model)
+
+    total_steps = total_steps_for(cfg, len(train_ids))
+    budget = cfg.train.time_budget
+    tracker = Tracker(paths.root, tensorboard=cfg.log.tensorboard, quiet=quiet, enabled=dist.is_main,
+                      total_steps=total_steps, time_budget=budget, start_step=step, purge_step=step or None)
+    if step == 0:
+        tracker.hparams(_flat_hparams(cfg), ["val/loss", "val/bpc", "val/accuracy"])
+    if val_name == "train":
+        tracker.message("note: the validation split is empty; evaluating on the training text")
+    clock = Stopwatch(elapsed_before)
+    first_char = vocab.chars[int(train_ids[0])]
+    chars_per_step = cfg.train.batch_size * cfg.train.seq_length
+    vocab_size = len(vocab)
+    last_eval_step = -1
+    evals_done = 0
+    val_metrics: Metrics | None = None
+    window_loss, window_steps, window_start, window_step0 = 0.0, 0, clock.elapsed(), step
+    speed = 0.0
+
+    def progress_now() -> float:
+        done = [step / total_steps] if total_steps else []
+        if budget:
+            done.append(clock.elapsed() / budget)
+        return max(done)
+
+    def state_dict() -> dict:
+        return {
+            "step": step, "config": cfg.to_dict(), "vocab": vocab.chars, "first_char": first_char,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "data": batcher.state_dict(),
+            "hidden": hidden, "rng": _rng_state(dev), "best_val": best_val, "elapsed": clock.elapsed(),
+            "val": val_metrics.to_dict() if val_metrics else None,
+        }
+
+    def run_eval(train_loss: float) -> None:
+        nonlocal best_val, last_eval_step, val_metrics, evals_done
+        val_metrics = evaluate(model, val_ids, batch_size=64, device=dev, precision=cfg.train.precision,
+                               max_chars=cfg.train.eval_max_chars)
+        last_eval_step = step
+        evals_done += 1
+        if not math.isfinite(val_metrics.loss):
+            raise TrainingFailed(f"validation loss is {val_metrics.loss} at step {step}; "
+                                 f"last good checkpoint: {paths.last if paths.last.exists() else 'none'}")
+        record = {"step": step, "train_loss": train_loss, "val_loss": val_metrics.loss, "val_bpc": val_metrics.bpc,
+                  "val_accuracy": val_metrics.accuracy, "lr": optimizer.param_groups[0]["lr"],
+                  "chars_per_sec": speed, "elapsed_s": round(clock.elapsed(), 3)}
+        tracker.eval_record(record)
+        if cfg.log.histogram_every and evals_done % cfg.log.histogram_every == 0:
+            tracker.histograms(step, {f"weights/{n}": p for n, p in model.named_parameters()})
+            tracker.histograms(step, {f"grads/{n}": p.grad for n, p in model.named_parameters()
+                                      if p.grad is not None})
+        if val_metrics.loss < best_val:
+            best_val = val_metrics.loss
+            if dist.is_main:
+                save_checkpoint(state_dict(), paths.best)
+
+    def stop_reason() -> str | None:
+        if total_steps is not None and step >= total_steps:
+            return "max_steps" if cfg.train.max_steps == total_steps else "max_epochs"
+        if budget is not None and clock.elapsed() >= budget:
+            return "time_budget"
+        return None
+
+    stopped_by = stop_reason()
+    ddp_model.train()
+    try:
+        with _stop_on_signals() as caught:
+            while stopped_by is None:
+                if batcher.stateful and batcher.starts_new_epoch:
+                    hidden = None
+                inputs, targets = batcher.next_batch()
+                inputs, targets = inputs.to(dev, non_blocking=True), targets.to(dev, non_blocking=True)
+                lr = cfg.train.lr * lr_factor(cfg, step, progress_now())
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(dev, cfg.train.precision):
+                    logits, new_hidden = ddp_model(inputs, hidden)
+                loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), targets.reshape(-1))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    last = paths.last if paths.last.exists() else None
+                    raise TrainingFailed(
+                        f"training loss became {loss_value} at step {step + 1}; nothing was saved from this step. "
+                        f"Last good checkpoint: {last or 'none'}. Try a lower train.lr or train.grad_clip"
+                    )
+                optimizer.step()
+                step += 1
+                hidden = detach_hidden(new_hidden) if batcher.stateful else None
+                window_loss += loss_value
+                window_steps += 1
+                now = clock.elapsed()
+                if now > window_start:
+                    speed = (step - window_step0) * chars_per_step * dist.world_size / (now - window_start)
+                tracker.scalars(step, {"train/loss": loss_value, "train/lr": lr,
+                                       "train/grad_norm": float(grad_norm), "train/chars_per_sec": speed})
+                tracker.progress(step, now, loss_value, speed)
+                stopped_by = stop_reason()
+                if step % cfg.train.eval_every == 0 or stopped_by:
+                    run_eval(window_loss / window_steps)
+                    window_loss, window_steps, window_start, window_step0 = 0.0, 0, clock.elapsed(), step
+                if cfg.log.sample_every and step % cfg.log.sample_every == 0 and dist.is_main:
+                    _log_sample(tracker, model, vocab, first_char, cfg, step, dev)
+                if (step % cfg.train.checkpoint_every == 0 or stopped_by) and dist.is_main:
+                    save_checkpoint(state_dict(), paths.last)
+                if caught:
+                    if dist.is_main:
+                        save_checkpoint(state_dict(), paths.last)
+                    raise Interrupted(caught[0], step, paths.root)
+        if last_eval_step != step:  # resumed at the end, or nothing to do: report the current model
+            run_eval(float("nan"))
+        if cfg.log.sample_every and dist.is_main and cfg.log.tensorboard:
+            _log_sample(tracker, model, vocab, first_char, cfg, step, dev)
+        if model.embedding is not None:
+            tracker.embedding(step, model.embedding.weight, vocab.chars)
+    finally:
+        tracker.close()
+    return RunResult(paths.root, step, clock.elapsed(), speed, val_metrics, best_val, stopped_by or "max_steps")
+
+
+def _log_sample(tracker: Tracker, model: CharRNN, vocab: Vocab, prime: str, cfg: Config, step: int,
+                device: torch.device) -> None:
+    text = sample_text(model, vocab, prime=prime, length=cfg.log.sample_length, opts=SamplingOptions(),
+                       seed=cfg.seed + step, device=device)[0]
+    tracker.text(step, "samples", text)
+
+
+def _flat_hparams(cfg: Config) -> dict:
+    flat = {}
+    for section, values in cfg.to_dict().items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if section in ("model", "train") and value is not None:
+                    flat[f"{section}.{key}"] = value
+        else:
+            flat[section] = values
+    return flat
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop eval lines written after the checkpoint (they will be written again)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def load_model(checkpoint: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Config]:
+    """Rebuild the model, vocabulary and config stored in a checkpoint."""
+    try:
+        cfg = config_from_dict(checkpoint["config"])
+        vocab = Vocab(checkpoint["vocab"])
+        model = CharRNN(len(vocab), cfg.model)
+        model.load_state_dict(checkpoint["model"])
+    except (UserError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise UserError(f"checkpoint does not match its own config ({str(exc).splitlines()[0][:160]}); "
+                        "it was written by an incompatible charrnn") from None
+    return model.to(device).eval(), vocab, cfg
+
