@@ -101,13 +101,13 @@ def train(
         raise UserError("pass --config FILE (e.g. --config configs/ihello.yaml), or --resume with --run-dir")
     base = read_yaml(config) if config is not None else {}
     if resume:
-        root = run_dir or Path(config_from_dict(apply_overrides(base, overrides)).log.dir) / (
-            name or config_from_dict(apply_overrides(base, overrides)).name)
-        saved = Path(root) / "config.yaml"
+        if run_dir is None:
+            named = config_from_dict(apply_overrides(base, overrides))
+            run_dir = Path(named.log.dir) / named.name
+        saved = run_dir / "config.yaml"
         if not saved.is_file():
             raise UserError(f"cannot resume: {saved} does not exist; train without --resume first")
-        base = read_yaml(saved)
-        run_dir = Path(root)
+        base = read_yaml(saved)  # the run's own config; --set still applies (e.g. a longer train.max_steps)
     cfg = config_from_dict(apply_overrides(base, overrides))
     if cfg.data.path:
         cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
@@ -228,6 +228,7 @@ def eval_(
     Example: charrnn eval runs/shakespeare --split val --json
     """
     from charrnn.data import read_text
+    from charrnn.device import resolve_precision
     from charrnn.evaluate import evaluate
     from charrnn.train import open_corpus
 
@@ -244,7 +245,7 @@ def eval_(
         if len(ids) < 2:
             raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
                             "use --split train or --data FILE")
-    metrics = evaluate(model, ids, device=dev, precision=cfg.train.precision)
+    metrics = evaluate(model, ids, device=dev, precision=resolve_precision(cfg.train.precision, dev))
     if as_json:
         print(json.dumps(metrics.to_dict()))
         return

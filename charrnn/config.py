@@ -67,7 +67,7 @@ class TrainConfig:
     eval_max_chars: int | None = _spec(None, lo=1, doc="cap on validation characters; default: whole split")
     checkpoint_every: int = _spec(200, lo=1)
     device: str = _spec("auto")
-    precision: str = _spec("fp32", choices=("fp32", "bf16", "fp16"))
+    precision: str = _spec("fp32", choices=("fp32", "bf16", "fp16", "auto"))
     compile: bool = _spec(False)
     threads: int | None = _spec(None, lo=1, doc="CPU threads; default: torch's choice")
 

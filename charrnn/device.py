@@ -39,6 +39,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast can run an LSTM here: oneDNN needs avx512_bf16/AMX on CPU; CUDA needs sm80+."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision to run: 'auto' takes bf16 where the hardware has it, else fp32; an explicit
+    bf16 or fp16 that this device cannot run is a UserError (oneDNN would fail deep inside the LSTM)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cpu" and bf16_supported(device) else "fp32"
+    if precision == "bf16" and not bf16_supported(device):
+        raise UserError(
+            f"train.precision bf16 is not supported on this {device.type.upper()} "
+            f"({torch.backends.cpu.get_cpu_capability() if device.type == 'cpu' else device}); "
+            "set train.precision: fp32 or auto"
+        )
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError("train.precision fp16 needs a GPU; on CPU use bf16 (where supported), auto or fp32")
+    return precision
+
+
 def autocast(device: torch.device | str, precision: str):
     """torch.autocast for bf16/fp16; a no-op context for fp32."""
     if precision == "fp32":

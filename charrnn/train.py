@@ -20,7 +20,7 @@ from charrnn import distributed
 from charrnn.checkpoint import RunPaths, load_checkpoint, prepare_run_dir, save_checkpoint
 from charrnn.config import Config, config_from_dict, save_config
 from charrnn.data import EncodedCorpus, load_corpus, make_batcher
-from charrnn.device import autocast, resolve_device
+from charrnn.device import autocast, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import Metrics, evaluate
 from charrnn.model import CharRNN, detach_hidden
@@ -157,6 +157,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         checkpoint = load_checkpoint(paths.last)
     dev = resolve_device(device or cfg.train.device)
     dev = dist.device(dev)
+    precision = resolve_precision(cfg.train.precision, dev)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 
@@ -191,6 +192,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         if checkpoint:
             _truncate_metrics(paths.metrics, step)
     ddp_model = dist.wrap(model)
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")  # fp16 gradients need loss scaling
 
     total_steps = total_steps_for(cfg, len(train_ids))
     budget = cfg.train.time_budget
@@ -226,7 +228,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
 
     def run_eval(train_loss: float) -> None:
         nonlocal best_val, last_eval_step, val_metrics, evals_done
-        val_metrics = evaluate(model, val_ids, batch_size=64, device=dev, precision=cfg.train.precision,
+        val_metrics = evaluate(model, val_ids, batch_size=64, device=dev, precision=precision,
                                max_chars=cfg.train.eval_max_chars)
         last_eval_step = step
         evals_done += 1
@@ -265,11 +267,12 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
                 lr = cfg.train.lr * lr_factor(cfg, step, progress_now())
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                with autocast(dev, cfg.train.precision):
+                with autocast(dev, precision):
                     logits, new_hidden = ddp_model(inputs, hidden)
                 loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), targets.reshape(-1))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
                 max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
                 loss_value = loss.item()
@@ -279,7 +282,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
                         f"training loss became {loss_value} at step {step + 1}; nothing was saved from this step. "
                         f"Last good checkpoint: {last or 'none'}. Try a lower train.lr or train.grad_clip"
                     )
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 step += 1
                 hidden = detach_hidden(new_hidden) if batcher.stateful else None
                 window_loss += loss_value

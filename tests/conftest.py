@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny corpora and configs, so tests are small, fast and deterministic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn.config import config_from_dict
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("CHARRNN_DATA_DIR", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(1)  # tiny models: threads cost more than they give, and results stay deterministic
+
+
+def tiny_config(tmp_path: Path, text: str = "hihello", **sections) -> object:
+    """A small validated Config whose corpus is `text`, logging under tmp_path/runs."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text, encoding="utf-8")
+    raw = {
+        "name": "tiny",
+        "seed": 0,
+        "data": {"path": str(corpus), "val_fraction": 0.0},
+        "model": {"cell": "lstm", "encoding": "onehot", "hidden_size": 16, "num_layers": 1},
+        "train": {"seq_length": min(6, len(text) - 1), "batch_size": 1, "max_steps": 20, "optimizer": "adam",
+                  "lr": 0.02, "lr_schedule": "constant", "eval_every": 10, "checkpoint_every": 10,
+                  "device": "cpu"},
+        "log": {"dir": str(tmp_path / "runs"), "sample_every": 0, "tensorboard": False},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    return config_from_dict(raw)
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    def factory(text: str = "hihello", **sections):
+        return tiny_config(tmp_path, text, **sections)
+
+    return factory
