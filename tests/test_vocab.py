@@ -1,0 +1,48 @@
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from charrnn.errors import UserError
+from charrnn.vocab import Vocab
+
+texts = st.text(min_size=1, alphabet=st.characters(exclude_categories=("Cs",)))
+
+
+def test_vocab_is_every_distinct_character_sorted():
+    vocab = Vocab.from_text("hihello")
+    assert vocab.chars == ["e", "h", "i", "l", "o"]
+    assert vocab.encode("hello").tolist() == [1, 0, 3, 3, 4]
+
+
+@given(texts)
+def test_encode_decode_round_trips(text):
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    assert ids.dtype == np.int64 and len(ids) == len(text)
+    assert vocab.decode(ids) == text
+    assert vocab.chars == sorted(set(text))
+
+
+@given(texts, st.characters(exclude_categories=("Cs",)))
+def test_unknown_character_is_named(text, extra):
+    vocab = Vocab.from_text(text)
+    if extra in vocab:
+        return
+    with pytest.raises(UserError, match="not in the model's vocabulary"):
+        vocab.encode(text + extra)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    vocab = Vocab.from_text("a b\nc\té😀")
+    vocab.save(tmp_path / "vocab.json")
+    assert json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8"))["chars"] == vocab.chars
+    assert Vocab.load(tmp_path / "vocab.json") == vocab
+
+
+def test_corrupt_vocab_file_is_a_user_error(tmp_path):
+    (tmp_path / "vocab.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(UserError, match="unreadable"):
+        Vocab.load(tmp_path / "vocab.json")
