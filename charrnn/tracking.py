@@ -23,6 +23,17 @@ def visible_char(ch: str) -> str:
     return ch if ch.isprintable() else f"U+{ord(ch):04X}"
 
 
+def _fmt(value: float) -> str:
+    return f"{value:.3f}" if math.isfinite(value) else "-"
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    # torch files booleans as numbers (0.0/1.0); as strings they read true/false in the HParams table.
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value if isinstance(value, int | float | str) else str(value)
+
+
 def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
@@ -30,9 +41,9 @@ def stderr_console() -> Console:
 class Tracker:
     """Logs scalars, text and evals of a training run; only rank 0 of a distributed run writes anything."""
 
-    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, quiet: bool = False, enabled: bool = True,
-                 total_steps: int | None = None, time_budget: float | None = None, start_step: int = 0,
-                 purge_step: int | None = None):
+    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, quiet: bool = False,
+                 enabled: bool = True, total_steps: int | None = None, time_budget: float | None = None,
+                 start_step: int = 0, purge_step: int | None = None):
         self.run_dir, self.enabled, self.quiet = Path(run_dir), enabled, quiet
         self.writer = None
         if enabled and tensorboard:
@@ -74,8 +85,12 @@ class Tracker:
 
     def text(self, step: int, tag: str, text: str) -> None:
         if self.writer is not None:
-            # TensorBoard renders text as Markdown: a code block keeps line breaks and spacing.
-            self.writer.add_text(tag, "```\n" + text.replace("```", "'''") + "\n```", step)
+            from tensorboard.plugins.text.summary_v2 import text_pb
+
+            # TensorBoard renders text as Markdown: a code block keeps line breaks and spacing. text_pb keeps
+            # the tag as given, where SummaryWriter.add_text would file it under "<tag>/text_summary".
+            markdown = "```\n" + text.replace("```", "'''") + "\n```"
+            self.writer._get_file_writer().add_summary(text_pb(tag, markdown), step)
 
     def hparams(self, hparams: dict[str, Any], metric_tags: list[str]) -> None:
         """Declare the run's hyperparameters and the scalar tags that score it (HParams tab)."""
@@ -83,7 +98,7 @@ class Tracker:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        clean = {k: (v if isinstance(v, bool | int | float | str) else str(v)) for k, v in hparams.items()}
+        clean = {k: _hparam_value(v) for k, v in hparams.items()}
         exp, ssi, sei = hparams_summary(clean, {tag: 0.0 for tag in metric_tags})
         file_writer = self.writer._get_file_writer()
         for summary in (exp, ssi, sei):
@@ -97,8 +112,9 @@ class Tracker:
     def embedding(self, step: int, weights: Any, chars: list[str]) -> None:
         """The character embedding in the Projector, each point labelled by its character."""
         if self.writer is not None:
-            self.writer.add_embedding(weights.detach().float().cpu(), metadata=[visible_char(c) for c in chars],
-                                      tag="char_embedding", global_step=step)
+            labels = [visible_char(c) for c in chars]
+            self.writer.add_embedding(weights.detach().float().cpu(), metadata=labels, tag="char_embedding",
+                                      global_step=step)
 
     # -- metrics.jsonl and console -----------------------------------------------------------------
     def eval_record(self, record: dict[str, Any]) -> None:
@@ -110,8 +126,11 @@ class Tracker:
         self.scalars(record["step"], {"val/loss": record.get("val_loss"), "val/bpc": record.get("val_bpc"),
                                       "val/accuracy": record.get("val_accuracy")})
         self._last_val = record.get("val_loss", float("nan"))
-        line = (f"step {record['step']}: train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}"
-                f"  bpc {record['val_bpc']:.3f}  acc {record['val_accuracy']:.3f}  {record['chars_per_sec']:,.0f} chars/s")
+        if self._progress is not None:  # the bar was last drawn before this eval: show its val loss now
+            self._progress.update(self._task, val=_fmt(self._last_val))
+        line = (f"step {record['step']}: train loss {record['train_loss']:.4f}"
+                f"  val loss {record['val_loss']:.4f}  bpc {record['val_bpc']:.3f}"
+                f"  acc {record['val_accuracy']:.3f}  {record['chars_per_sec']:,.0f} chars/s")
         if self._progress is not None:
             self._progress.console.print(line)
         elif not self.quiet:
@@ -123,7 +142,7 @@ class Tracker:
         where = f"{step}/{self.total_steps}" if self.total_steps else f"step {step}"
         completed = step if self.total_steps else min(elapsed, self.time_budget)
         self._progress.update(self._task, completed=completed, where=where, loss=f"{loss:.3f}",
-                              val=f"{self._last_val:.3f}" if math.isfinite(self._last_val) else "-",
+                              val=_fmt(self._last_val),
                               speed=f"{chars_per_sec:,.0f}")
 
     def message(self, text: str) -> None:
@@ -133,6 +152,11 @@ class Tracker:
             self._progress.console.print(text)
         elif not self.quiet:
             print(text, file=sys.stderr, flush=True)
+
+    def flush(self) -> None:
+        """Write buffered events to disk now (before a checkpoint, so a crash loses no logged step)."""
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
         if self._progress is not None:

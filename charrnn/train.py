@@ -175,6 +175,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     model = CharRNN(len(vocab), cfg.model).to(dev)
     optimizer = build_optimizer(cfg, model)
     step, best_val, elapsed_before, hidden = 0, float("inf"), 0.0, None
+    window_loss, window_steps = 0.0, 0  # train losses since the last eval, for its metrics line
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -183,6 +184,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         step, best_val = int(checkpoint["step"]), float(checkpoint["best_val"])
         elapsed_before = float(checkpoint["elapsed"])
         hidden = _hidden_to(checkpoint.get("hidden"), dev)
+        window_loss, window_steps = checkpoint.get("window", (0.0, 0))
     else:
         paths = prepare_run_dir(run_root, overwrite=overwrite) if dist.is_main else RunPaths(run_root)
     dist.barrier()
@@ -193,11 +195,14 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
             _truncate_metrics(paths.metrics, step)
     ddp_model = dist.wrap(model)
     scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")  # fp16 gradients need loss scaling
+    if checkpoint and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
 
     total_steps = total_steps_for(cfg, len(train_ids))
     budget = cfg.train.time_budget
     tracker = Tracker(paths.root, tensorboard=cfg.log.tensorboard, quiet=quiet, enabled=dist.is_main,
-                      total_steps=total_steps, time_budget=budget, start_step=step, purge_step=step or None)
+                      total_steps=total_steps, time_budget=budget, start_step=step,
+                      purge_step=step + 1 if step else None)  # keep what the checkpoint's step logged
     if step == 0:
         tracker.hparams(_flat_hparams(cfg), ["val/loss", "val/bpc", "val/accuracy"])
     if val_name == "train":
@@ -209,7 +214,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     last_eval_step = -1
     evals_done = 0
     val_metrics: Metrics | None = None
-    window_loss, window_steps, window_start, window_step0 = 0.0, 0, clock.elapsed(), step
+    window_start, window_step0 = clock.elapsed(), step
     speed = 0.0
 
     def progress_now() -> float:
@@ -218,13 +223,24 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
             done.append(clock.elapsed() / budget)
         return max(done)
 
+    def last_good() -> str:
+        return str(paths.last) if paths.last.exists() else "none"
+
     def state_dict() -> dict:
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingFailed(f"the weights are no longer finite at step {step}; nothing was saved from this "
+                                 f"step. Last good checkpoint: {last_good()}. Try a lower train.lr")
         return {
             "step": step, "config": cfg.to_dict(), "vocab": vocab.chars, "first_char": first_char,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "data": batcher.state_dict(),
-            "hidden": hidden, "rng": _rng_state(dev), "best_val": best_val, "elapsed": clock.elapsed(),
+            "hidden": hidden, "rng": _rng_state(dev), "scaler": scaler.state_dict(), "best_val": best_val,
+            "elapsed": clock.elapsed(), "window": (window_loss, window_steps),
             "val": val_metrics.to_dict() if val_metrics else None,
         }
+
+    def save_last() -> None:
+        tracker.flush()  # the event files must not lag behind the checkpoint that a crash resumes from
+        save_checkpoint(state_dict(), paths.last)
 
     def run_eval(train_loss: float) -> None:
         nonlocal best_val, last_eval_step, val_metrics, evals_done
@@ -276,11 +292,14 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
                 max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
                 loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    last = paths.last if paths.last.exists() else None
+                # Under fp16 the scaler skips steps with inf gradients; otherwise they would poison the weights.
+                bad = (f"training loss became {loss_value}" if not math.isfinite(loss_value) else
+                       f"gradient norm became {float(grad_norm)}"
+                       if not (scaler.is_enabled() or math.isfinite(grad_norm)) else None)
+                if bad:
                     raise TrainingFailed(
-                        f"training loss became {loss_value} at step {step + 1}; nothing was saved from this step. "
-                        f"Last good checkpoint: {last or 'none'}. Try a lower train.lr or train.grad_clip"
+                        f"{bad} at step {step + 1}; nothing was saved from this step. "
+                        f"Last good checkpoint: {last_good()}. Try a lower train.lr or train.grad_clip"
                     )
                 scaler.step(optimizer)
                 scaler.update()
@@ -301,14 +320,15 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
                 if cfg.log.sample_every and step % cfg.log.sample_every == 0 and dist.is_main:
                     _log_sample(tracker, model, vocab, first_char, cfg, step, dev)
                 if (step % cfg.train.checkpoint_every == 0 or stopped_by) and dist.is_main:
-                    save_checkpoint(state_dict(), paths.last)
+                    save_last()
                 if caught:
                     if dist.is_main:
-                        save_checkpoint(state_dict(), paths.last)
+                        save_last()
                     raise Interrupted(caught[0], step, paths.root)
         if last_eval_step != step:  # resumed at the end, or nothing to do: report the current model
             run_eval(float("nan"))
-        if cfg.log.sample_every and dist.is_main and cfg.log.tensorboard:
+        final_sample_due = cfg.log.sample_every and step % cfg.log.sample_every != 0  # else the loop logged it
+        if final_sample_due and dist.is_main and cfg.log.tensorboard:
             _log_sample(tracker, model, vocab, first_char, cfg, step, dev)
         if model.embedding is not None:
             tracker.embedding(step, model.embedding.weight, vocab.chars)
