@@ -228,8 +228,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
 
     def state_dict() -> dict:
         if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise TrainingFailed(f"the weights are no longer finite at step {step}; nothing was saved from this "
-                                 f"step. Last good checkpoint: {last_good()}. Try a lower train.lr")
+            raise TrainingFailed(f"the weights are no longer finite at step {step}; nothing was saved "
+                                 f"from this step. Last good checkpoint: {last_good()}. Try a lower train.lr")
         return {
             "step": step, "config": cfg.to_dict(), "vocab": vocab.chars, "first_char": first_char,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "data": batcher.state_dict(),
@@ -292,10 +292,9 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
                 max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
                 loss_value = loss.item()
-                # Under fp16 the scaler skips steps with inf gradients; otherwise they would poison the weights.
-                bad = (f"training loss became {loss_value}" if not math.isfinite(loss_value) else
-                       f"gradient norm became {float(grad_norm)}"
-                       if not (scaler.is_enabled() or math.isfinite(grad_norm)) else None)
+                bad = None if math.isfinite(loss_value) else f"training loss became {loss_value}"
+                if bad is None and not scaler.is_enabled() and not math.isfinite(grad_norm):
+                    bad = f"gradient norm became {float(grad_norm)}"  # it would poison the weights (fp16 skips it)
                 if bad:
                     raise TrainingFailed(
                         f"{bad} at step {step + 1}; nothing was saved from this step. "
