@@ -15,10 +15,19 @@ import torch.nn.functional as F
 from charrnn.model import CharRNN, Hidden
 
 
+def _lstm_gate_order(hidden_size: int) -> torch.Tensor:
+    """Row permutation from PyTorch's LSTM gate order (i, f, g, o) to (i, f, o, g): one sigmoid then covers
+    three contiguous gates and one tanh the last."""
+    i, f, g, o = torch.arange(4 * hidden_size).chunk(4)
+    return torch.cat([i, f, o, g])
+
+
 class _Layer:
     def __init__(self, w_ih: torch.Tensor, w_hh: torch.Tensor, b_in: torch.Tensor, b_hh: torch.Tensor,
-                 inputs: torch.Tensor | None):
+                 inputs: torch.Tensor | None, rows: torch.Tensor | None):
         # b_in is the bias added on the input side: b_ih, plus b_hh for RNN and LSTM (outside any gate product).
+        if rows is not None:  # reorder the gate rows (LSTM)
+            w_ih, w_hh, b_in, b_hh = w_ih[rows], w_hh[rows], b_in[rows], b_hh[rows]
         self.w_hh_t = w_hh.t().contiguous()  # (H, G*H)
         self.b_hh = b_hh
         self.w_ih_t = w_ih.t().contiguous()  # (I, G*H)
@@ -45,7 +54,8 @@ class Stepper:
                 w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
                 b_ih, b_hh = getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}")
                 b_in = b_ih if cfg.cell == "gru" else b_ih + b_hh
-                self.layers.append(_Layer(w_ih, w_hh, b_in, b_hh, inputs if k == 0 else None))
+                rows = _lstm_gate_order(cfg.hidden_size) if cfg.cell == "lstm" else None
+                self.layers.append(_Layer(w_ih, w_hh, b_in, b_hh, inputs if k == 0 else None, rows))
             self.head_w_t = model.head.weight.t().contiguous()  # (H, V)
             self.head_b = model.head.bias
 
@@ -75,10 +85,12 @@ class Stepper:
                 gi = torch.addmm(layer.b_in, below, layer.w_ih_t)
             if self.cell == "lstm":
                 h, c = state[k]
-                gates = torch.addmm(gi, h, layer.w_hh_t)  # (N, 4H)
-                i, f, g, o = gates.chunk(4, dim=1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
+                gates = torch.addmm(gi, h, layer.w_hh_t)  # (N, 4H) in (i, f, o, g) order
+                H = self.hidden_size
+                ifo = torch.sigmoid(gates[:, : 3 * H])
+                g = torch.tanh(gates[:, 3 * H :])
+                c = torch.addcmul(ifo[:, H : 2 * H] * c, ifo[:, :H], g)  # f * c + i * g
+                h = ifo[:, 2 * H :] * torch.tanh(c)  # o * tanh(c)
                 new_state.append((h, c))
             elif self.cell == "gru":
                 h = state[k]
