@@ -72,7 +72,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebac
 @app.command()
 @_handles_errors
 def train(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config, e.g. configs/ihello.yaml.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/ihello.yaml).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=0.01 "
                                                    "(repeatable).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Text file to train on (sets data.path).")] = None,

@@ -1,10 +1,10 @@
 """Each user mistake ends in one clear line on stderr and exit code 2, with no traceback."""
 
 import pytest
+from conftest import REPO
 from typer.testing import CliRunner
 
 from charrnn.cli import app
-from conftest import REPO
 
 runner = CliRunner()
 

@@ -1,11 +1,11 @@
 import pytest
 import yaml
+from conftest import REPO
 from hypothesis import given
 from hypothesis import strategies as st
 
 from charrnn.config import apply_overrides, config_from_dict, load_config, parse_override
 from charrnn.errors import UserError
-from conftest import REPO
 
 
 @pytest.mark.parametrize("name", ["ihello", "alphabet", "shakespeare"])

@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 from typer.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.cli import app
 from charrnn.sampling import SamplingOptions, sample_text
 from charrnn.train import load_model, train
-from conftest import REPO
 
 runner = CliRunner()
 
