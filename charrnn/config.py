@@ -7,6 +7,7 @@ and error messages are derived from those declarations.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -191,6 +192,20 @@ def config_from_dict(raw: Any) -> Config:
     return cfg
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but 3e-4 and 1e6 are numbers (as in YAML 1.2), not the strings YAML 1.1 makes them."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: builds no arbitrary objects
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split `a.b=value` into (["a", "b"], value), the value parsed as YAML (so 0.01, true, null work)."""
     if "=" not in text:
@@ -200,7 +215,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise UserError(f"--set expects KEY=VALUE with a dotted key such as train.lr, got {text!r}")
     try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+        value = _load_yaml(raw_value) if raw_value.strip() else ""
     except yaml.YAMLError:
         value = raw_value
     return parts, value
@@ -235,7 +250,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path} (pass an existing YAML file, e.g. configs/ihello.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
