@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,9 @@ from charrnn.vocab import Vocab, codepoints
 
 CHUNK_BYTES = 1 << 24  # 16 MiB per read: large enough to be vectorised, small enough for flat memory
 _MAX_CODEPOINT = 0x110000
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
+
+Progress = Callable[[str, int, int], None]  # progress(stage, bytes_done, bytes_total)
 
 
 def _check_readable(path: Path) -> None:
@@ -34,12 +36,13 @@ def _check_readable(path: Path) -> None:
         raise UserError(f"data file {path} is empty; give it some text to learn from")
 
 
-def iter_text_chunks(path: str | Path, chunk_bytes: int = CHUNK_BYTES):
-    """Yield (byte_offset, text) chunks of a UTF-8 file; invalid UTF-8 is a UserError with its byte offset."""
+def iter_text_chunks(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, int, str]]:
+    """Yield (start, end, text): the text of the file's bytes [start, end), read about chunk_bytes at a time
+    without splitting a character; invalid UTF-8 is a UserError that gives its byte offset."""
     path = Path(path)
     _check_readable(path)
     offset = 0  # file offset of buf[0]
-    carry = b""
+    carry = b""  # the start of a character cut by the previous read
     with open(path, "rb") as f:
         while True:
             block = f.read(chunk_bytes)
@@ -50,41 +53,31 @@ def iter_text_chunks(path: str | Path, chunk_bytes: int = CHUNK_BYTES):
                 text = buf.decode("utf-8")
                 carry = b""
             except UnicodeDecodeError as exc:
-                truncated_tail = exc.reason == "unexpected end of data" and block and exc.start >= len(buf) - 3
-                if not truncated_tail:
+                cut = exc.reason == "unexpected end of data" and exc.start >= len(buf) - 3
+                if cut and not block:
+                    raise UserError(f"data file {path} is not UTF-8 text: it ends inside a character at byte "
+                                    f"offset {offset + exc.start}") from None
+                if not cut:
                     raise UserError(
                         f"data file {path} is not UTF-8 text: invalid byte 0x{buf[exc.start]:02x} at byte offset "
                         f"{offset + exc.start}; convert it to UTF-8 (e.g. iconv -t UTF-8)"
                     ) from None
-                text, carry = buf[: exc.start].decode("utf-8"), buf[exc.start:]
+                text, carry = buf[: exc.start].decode("utf-8"), buf[exc.start:]  # the cut character goes on
+            end = offset + len(buf) - len(carry)
             if text:
-                yield offset, text
-            offset += len(buf) - len(carry)
+                yield offset, end, text
+            offset = end
             if not block:
-                if carry:
-                    raise UserError(
-                        f"data file {path} is not UTF-8 text: it ends inside a character at byte offset {offset}"
-                    )
                 return
 
 
 def read_text(path: str | Path) -> str:
     """Read a whole UTF-8 text file with the same checks as the chunked reader."""
-    return "".join(text for _, text in iter_text_chunks(path))
-
-
-def build_vocab(path: str | Path, progress: Callable[[int], None] | None = None) -> Vocab:
-    """Every distinct character of a file, in one chunked pass (bincount over code points)."""
-    seen = np.zeros(_MAX_CODEPOINT, dtype=bool)
-    for _, text in iter_text_chunks(path):
-        cps = codepoints(text)
-        seen[np.unique(cps) if len(cps) < 4096 else np.flatnonzero(np.bincount(cps, minlength=_MAX_CODEPOINT))] = True
-        if progress:
-            progress(len(text.encode("utf-8")))
-    return Vocab([chr(c) for c in np.flatnonzero(seen)])
+    return "".join(text for _, _, text in iter_text_chunks(path))
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned integer type that holds every id of a vocabulary."""
     if vocab_size <= 256:
         return np.dtype(np.uint8)
     if vocab_size <= 65536:
@@ -92,27 +85,79 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
-def encode_file(path: str | Path, vocab: Vocab, out_path: str | Path,
-                progress: Callable[[int], None] | None = None) -> int:
-    """Encode a text file into a raw id file with vocab's ids; returns the number of characters."""
-    table = np.full(_MAX_CODEPOINT, -1, dtype=np.int64)
-    table[[ord(c) for c in vocab.chars]] = np.arange(len(vocab))
-    dtype = id_dtype(len(vocab))
-    tmp = Path(str(out_path) + ".tmp")
-    count = 0
-    with open(tmp, "wb") as out:
-        for _, text in iter_text_chunks(path):
-            ids = table[codepoints(text)]
-            if (ids < 0).any():
-                vocab.encode(text)  # raises the UserError that names the unknown character
-            ids.astype(dtype).tofile(out)
-            count += len(ids)
+class _VocabOutgrewDtype(Exception):
+    """More distinct characters turned up than the id file's integer type can number."""
+
+
+def encode_file(path: str | Path, out_path: str | Path, vocab: Vocab | None = None,
+                progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> tuple[Vocab, int]:
+    """Encode a text file into a raw id file in one pass over the text; returns (vocabulary, characters).
+
+    With vocab None the vocabulary is collected on the way: ids are numbered in first-seen order, then
+    renumbered into the vocabulary's sorted order by a pass over the id file (smaller than the text).
+    """
+    path, out_path = Path(path), Path(out_path)
+    id_of = np.full(_MAX_CODEPOINT, -1, dtype=np.int32)  # code point -> id (-1: not seen yet)
+    seen: list[int] = [] if vocab is None else [ord(c) for c in vocab.chars]  # code point of each id
+    id_of[seen] = np.arange(len(seen), dtype=np.int32)
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    total = path.stat().st_size
+    ids_buffer = np.empty(chunk_bytes + 4, dtype=np.int32)  # reused: fresh 64 MB arrays cost page faults
+    try:
+        while True:
+            dtype = id_dtype(max(len(seen), 1))
+            try:
+                with open(tmp, "wb") as out:
+                    length = 0
+                    for _, end, text in iter_text_chunks(path, chunk_bytes):
+                        cps = codepoints(text)  # (n,) uint32
+                        ids = id_of.take(cps, mode="clip", out=ids_buffer[: len(cps)])  # cps < _MAX_CODEPOINT
+                        if ids.min() < 0:
+                            if vocab is not None:
+                                vocab.encode(text)  # raises the UserError that names the unknown character
+                            new = np.flatnonzero(np.bincount(cps[ids < 0], minlength=_MAX_CODEPOINT))
+                            id_of[new] = np.arange(len(seen), len(seen) + len(new), dtype=np.int32)
+                            seen.extend(new.tolist())
+                            if id_dtype(len(seen)) != dtype:
+                                raise _VocabOutgrewDtype
+                            ids = id_of.take(cps, mode="clip", out=ids_buffer[: len(cps)])
+                        ids.astype(dtype).tofile(out)
+                        length += len(ids)
+                        if progress:
+                            progress("encode", end, total)
+                break
+            except _VocabOutgrewDtype:
+                continue  # start again with a wider type; the ids numbered so far are kept
+        if vocab is None:
+            vocab = Vocab([chr(c) for c in sorted(seen)])
+            _renumber(tmp, dtype, np.argsort(np.argsort(seen)).astype(dtype), progress, chunk_bytes)
+        with open(tmp, "rb+") as out:
+            os.fsync(out.fileno())
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return vocab, length
+
+
+def _renumber(path: Path, dtype: np.dtype, new_id: np.ndarray, progress: Progress | None,
+              chunk_bytes: int) -> None:
+    """Map every id x in a raw id file to new_id[x], in place and a chunk at a time."""
+    if (new_id == np.arange(len(new_id))).all():
+        return
+    total = path.stat().st_size
+    chunk_bytes -= chunk_bytes % dtype.itemsize
+    byte_table = new_id.tobytes().ljust(256, b"\0") if dtype.itemsize == 1 else None
+    with open(path, "rb+") as f:
+        done = 0
+        while block := f.read(chunk_bytes):
+            f.seek(done)
+            if byte_table is not None:
+                f.write(block.translate(byte_table))  # C speed, no index arrays
+            else:
+                f.write(new_id.take(np.frombuffer(block, dtype=dtype)).tobytes())
+            done += len(block)
             if progress:
-                progress(len(text.encode("utf-8")))
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, out_path)
-    return count
+                progress("sort ids", done, total)
 
 
 @dataclass
@@ -145,44 +190,38 @@ def _cache_key(path: Path, vocab: Vocab | None) -> str:
     return h.hexdigest()[:16]
 
 
+def _open_cached(entry: Path, source: Path) -> EncodedCorpus | None:
+    """The corpus encoded in a cache entry, or None when there is none (or it is damaged)."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        vocab = Vocab(meta["chars"])
+        return EncodedCorpus(_open_ids(entry / "ids.bin", vocab, meta["length"]), vocab, source)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_corpus(path: str | Path, cache_dir: str | Path, vocab: Vocab | None = None,
-                progress: Callable[[str, int, int], None] | None = None) -> EncodedCorpus:
+                progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> EncodedCorpus:
     """Encode a text file once into cache_dir (reused while the file is unchanged) and memory-map it.
 
-    With vocab None the vocabulary is built from the file; otherwise the file is encoded with it.
+    With vocab None the vocabulary is built from the file; otherwise the file is encoded with it (reusing
+    the file's own encoding when its vocabulary is the same, as on resume).
     progress(stage, bytes_done, bytes_total) is called as chunks are processed.
     """
     path = Path(path)
     _check_readable(path)
-    entry = Path(cache_dir) / f"{path.name}.{_cache_key(path, vocab)}"
-    meta_path = entry / "meta.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            cached_vocab = Vocab(meta["chars"])
-            ids = _open_ids(entry / "ids.bin", cached_vocab, meta["length"])
-            return EncodedCorpus(ids, cached_vocab, path)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged cache entry is rebuilt below
-    total = path.stat().st_size
-    done = {"vocab": 0, "encode": 0}
-
-    def tick(stage: str) -> Callable[[int], None] | None:
-        if progress is None:
-            return None
-
-        def advance(nbytes: int) -> None:
-            done[stage] += nbytes
-            progress(stage, done[stage], total)
-
-        return advance
-
-    if vocab is None:
-        vocab = build_vocab(path, tick("vocab"))
+    own_entry = Path(cache_dir) / f"{path.name}.{_cache_key(path, None)}"
+    cached = _open_cached(own_entry, path)
+    if cached is not None and (vocab is None or cached.vocab == vocab):
+        return cached
+    entry = own_entry if vocab is None else Path(cache_dir) / f"{path.name}.{_cache_key(path, vocab)}"
+    if vocab is not None and (cached := _open_cached(entry, path)) is not None:
+        return cached
     try:
         entry.mkdir(parents=True, exist_ok=True)
-        length = encode_file(path, vocab, entry / "ids.bin", tick("encode"))
-        tmp = meta_path.with_suffix(".tmp")
+        vocab, length = encode_file(path, entry / "ids.bin", vocab, progress, chunk_bytes)
+        meta_path = entry / "meta.json"
+        tmp = meta_path.with_name(f".meta.json.tmp-{os.getpid()}")
         tmp.write_text(json.dumps({"chars": vocab.chars, "length": length, "source": str(path)}), encoding="utf-8")
         os.replace(tmp, meta_path)
     except OSError as exc:

@@ -1,0 +1,177 @@
+"""The corpus layer: chunked UTF-8 reading, one-pass encoding, id dtypes, the cache and the batchers."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charrnn import data
+from charrnn.data import ContiguousStreams, RandomWindows, id_dtype, iter_text_chunks, load_corpus, read_text
+from charrnn.errors import UserError
+from charrnn.vocab import Vocab, codepoints
+
+# Text without surrogates (which UTF-8 cannot hold); NUL and astral characters included on purpose.
+unicode_text = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=60)
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+# -- chunked reader --------------------------------------------------------------------------------------
+
+
+@given(text=unicode_text, chunk_bytes=st.integers(1, 9))
+@settings(max_examples=60, deadline=None)
+def test_chunks_never_split_a_character_and_cover_the_file(text, chunk_bytes):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp) / "t.txt", text)
+        chunks = list(iter_text_chunks(path, chunk_bytes))
+    assert "".join(t for _, _, t in chunks) == text
+    ends = [0] + [end for _, end, _ in chunks]
+    assert [start for start, _, _ in chunks] == ends[:-1]  # contiguous byte ranges
+    assert all(len(t.encode("utf-8")) == end - start for start, end, t in chunks)
+    assert ends[-1] == len(text.encode("utf-8"))
+
+
+def test_multibyte_character_split_across_the_chunk_boundary(tmp_path):
+    # "€" is 3 bytes, "😀" 4: the first 4-byte read ends one byte into "€", the second one byte into "😀".
+    text = "abc€d😀e"
+    path = write(tmp_path / "t.txt", text)
+    assert [t for _, _, t in iter_text_chunks(path, 4)] == ["abc", "€d", "😀e"]
+    corpus = load_corpus(path, tmp_path / "cache", chunk_bytes=4)
+    assert corpus.vocab.decode(corpus.ids) == text
+
+
+@pytest.mark.parametrize(("content", "chunk_bytes", "message"), [
+    (b"abc\xffdef", 1 << 24, "invalid byte 0xff at byte offset 3"),
+    (b"abcdefg\x80", 4, "invalid byte 0x80 at byte offset 7"),          # lone continuation byte, second chunk
+    (b"a\xe2Xb", 2, "invalid byte 0xe2 at byte offset 1"),              # a cut character that never completes
+    (b"ab\xe2\x82", 1 << 24, "ends inside a character at byte offset 2"),  # file ends mid-character
+    (b"ab\xe2\x82", 3, "ends inside a character at byte offset 2"),
+])
+def test_invalid_utf8_is_reported_with_its_byte_offset(tmp_path, content, chunk_bytes, message):
+    path = write(tmp_path / "bad.txt", content)
+    with pytest.raises(UserError, match=message):
+        load_corpus(path, tmp_path / "cache", chunk_bytes=chunk_bytes)
+    assert not any((tmp_path / "cache").rglob("meta.json"))  # nothing half-done is cached
+
+
+def test_missing_and_empty_files_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_text(tmp_path / "nope.txt")
+    with pytest.raises(UserError, match="empty"):
+        load_corpus(write(tmp_path / "empty.txt", b""), tmp_path / "cache")
+
+
+def test_codepoints_match_ord_including_nul_and_astral():
+    text = "a\x00\U0001f600é\x00"
+    assert codepoints(text).tolist() == [ord(c) for c in text]
+    assert codepoints("").tolist() == []
+
+
+# -- encoding, dtypes and the cache ----------------------------------------------------------------------
+
+
+@given(text=unicode_text, chunk_bytes=st.integers(1, 16))
+@settings(max_examples=60, deadline=None)
+def test_encode_decode_round_trip(text, chunk_bytes):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp) / "t.txt", text)
+        corpus = load_corpus(path, Path(tmp) / "cache", chunk_bytes=chunk_bytes)
+        assert corpus.vocab == Vocab.from_text(text)  # sorted by code point, whatever order chars appear in
+        assert corpus.ids.dtype == id_dtype(len(corpus.vocab))
+        assert corpus.vocab.decode(corpus.ids) == text
+        del corpus  # release the memory map before the folder goes
+
+
+def test_id_dtype_is_the_narrowest_that_fits():
+    assert id_dtype(1) == np.uint8 and id_dtype(256) == np.uint8
+    assert id_dtype(257) == np.uint16 and id_dtype(65536) == np.uint16
+    assert id_dtype(65537) == np.uint32
+
+
+def test_vocabulary_outgrowing_uint8_midway_widens_the_id_file(tmp_path):
+    # 90 characters first, then 300 more: the one-pass encoder must start again with uint16.
+    text = "".join(chr(32 + i) for i in range(90)) * 3 + "".join(chr(0x400 + i) for i in range(300)) + "xyz"
+    path = write(tmp_path / "t.txt", text)
+    corpus = load_corpus(path, tmp_path / "cache", chunk_bytes=64)
+    assert corpus.ids.dtype == np.uint16 and len(corpus.vocab) == len(set(text)) > 256
+    assert corpus.vocab.decode(corpus.ids) == text
+
+
+def test_encoded_corpus_is_memory_mapped_and_cached(tmp_path, monkeypatch):
+    path = write(tmp_path / "t.txt", "hello world\n" * 50)
+    first = load_corpus(path, tmp_path / "cache")
+    assert isinstance(first.ids, np.memmap) and first.ids.dtype == np.uint8
+    monkeypatch.setattr(data, "encode_file", lambda *a, **k: pytest.fail("the cache was not reused"))
+    again = load_corpus(path, tmp_path / "cache")
+    assert again.vocab == first.vocab and np.array_equal(again.ids, first.ids)
+    same_vocab = load_corpus(path, tmp_path / "cache", vocab=first.vocab)  # resume: reuses the same ids
+    assert np.array_equal(same_vocab.ids, first.ids)
+
+
+def test_changed_file_is_encoded_again(tmp_path):
+    path = write(tmp_path / "t.txt", "aaaa")
+    assert load_corpus(path, tmp_path / "cache").vocab.chars == ["a"]
+    write(path, "abcabc")
+    assert load_corpus(path, tmp_path / "cache").vocab.chars == ["a", "b", "c"]
+
+
+def test_encoding_with_a_given_vocabulary(tmp_path):
+    path = write(tmp_path / "t.txt", "cab")
+    wider = Vocab(list("abcdz"))
+    corpus = load_corpus(path, tmp_path / "cache", vocab=wider)
+    assert corpus.vocab == wider and corpus.ids.tolist() == [2, 0, 1]
+    with pytest.raises(UserError, match="'c' is not in the model's vocabulary"):
+        load_corpus(path, tmp_path / "cache", vocab=Vocab(list("ab")))
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_path):
+    path = write(tmp_path / "t.txt", "abcabc")
+    load_corpus(path, tmp_path / "cache")
+    (ids_file,) = (tmp_path / "cache").rglob("ids.bin")
+    ids_file.write_bytes(b"\x00")  # truncated
+    assert load_corpus(path, tmp_path / "cache").vocab.decode(load_corpus(path, tmp_path / "cache").ids) == "abcabc"
+
+
+def test_progress_reports_bytes_up_to_the_file_size(tmp_path):
+    text = "héllo wörld " * 40
+    path = write(tmp_path / "t.txt", text)
+    calls = []
+    load_corpus(path, tmp_path / "cache", progress=lambda stage, done, total: calls.append((stage, done, total)),
+                chunk_bytes=50)
+    encode = [done for stage, done, _ in calls if stage == "encode"]
+    size = len(text.encode("utf-8"))
+    assert encode == sorted(encode) and encode[-1] == size
+    assert all(total == size for _, _, total in calls)
+
+
+# -- batchers: the ranks of a distributed run split one global batch -------------------------------------
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_random_windows_ranks_hold_the_rows_of_the_global_batch(world_size):
+    ids = np.arange(1000, dtype=np.uint16) % 97
+    whole = RandomWindows(ids, batch_size=8, seq_length=5, seed=3)
+    parts = [RandomWindows(ids, 8, 5, 3, rank=r, world_size=world_size) for r in range(world_size)]
+    for _ in range(3):
+        x, y = whole.next_batch()
+        pieces = [p.next_batch() for p in parts]
+        assert np.array_equal(np.concatenate([px for px, _ in pieces]), x)
+        assert np.array_equal(np.concatenate([py for _, py in pieces]), y)
+
+
+def test_contiguous_streams_ranks_hold_the_rows_of_the_global_batch():
+    ids = np.arange(500, dtype=np.uint16)
+    whole = ContiguousStreams(ids, batch_size=4, seq_length=7)
+    parts = [ContiguousStreams(ids, 4, 7, rank=r, world_size=2) for r in range(2)]
+    for _ in range(whole.batches_per_epoch + 2):  # across an epoch boundary
+        x, _ = whole.next_batch()
+        assert np.array_equal(np.concatenate([p.next_batch()[0] for p in parts]), x)
