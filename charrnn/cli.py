@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from charrnn.errors import TrainingFailed, UserError
 
@@ -29,8 +31,15 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _one_line(message: str) -> str:
+    """Control characters (say a newline in a file name) shown escaped, so that a message stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
+
+
 def _err(message: str) -> None:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+    # A Text is printed as is: no markup or :emoji: codes are read from file names in the message.
+    text = Text.assemble(("error:", "bold red"), " ", _one_line(message))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
 
 def _handles_errors(fn):
@@ -45,17 +54,17 @@ def _handles_errors(fn):
         except UserError as exc:
             if _state["debug"]:
                 raise
-            _err(str(exc).replace("[", r"\["))
+            _err(str(exc))
             raise typer.Exit(2) from None
         except TrainingFailed as exc:
             if _state["debug"]:
                 raise
-            _err(str(exc).replace("[", r"\["))
+            _err(str(exc))
             raise typer.Exit(1) from None
         except Interrupted as exc:
-            Console(stderr=True).print(
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
                 f"interrupted at step {exc.step}; checkpoint saved. Resume with: "
-                f"charrnn train --resume --run-dir {exc.run_dir}", markup=False)
+                f"charrnn train --resume --run-dir {shlex.quote(str(exc.run_dir))}", markup=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             Console(stderr=True).print("interrupted", markup=False)
@@ -267,29 +276,57 @@ def info(
 
     Example: charrnn info runs/ihello
     """
+    from rich.text import Text
+
     from charrnn.model import parameter_table
     from charrnn.tracking import visible_char
 
     state, model, vocab, cfg, _ = _load_run(run, checkpoint, "cpu")
     console = Console(highlight=False)
-    console.print("[bold]config[/]")
-    console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip(), markup=False)
+    sections: dict[str, dict] = {"run": {}}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            sections[key] = value
+        else:
+            sections["run"][key] = value
+    config = Table(title="config", title_justify="left", title_style="bold", show_header=False)
+    config.add_column("section", style="bold")
+    config.add_column("settings")
+    for title, values in sections.items():
+        settings = Text()
+        for key, value in values.items():
+            if value is not None:  # unset options (e.g. no time budget) would only add noise
+                shown = str(value).lower() if isinstance(value, bool) else str(value)  # as YAML and --set spell it
+                settings.append(f"{key}=", style="dim").append(shown).append("  ")
+        config.add_row(title, settings)
+    console.print(config)
+
     preview = " ".join(visible_char(c) for c in vocab.chars[:80]) + (" ..." if len(vocab) > 80 else "")
-    console.print(f"\n[bold]vocabulary[/]: {len(vocab)} characters", markup=True)
-    console.print(preview, markup=False)
-    table = Table(title="parameters")
-    table.add_column("name")
-    table.add_column("shape")
-    table.add_column("count", justify="right")
+    console.print(f"[bold]vocabulary[/] ({len(vocab)} characters)")
+    console.print(Text(preview))
+
+    params = Table(title="parameters", title_justify="left", title_style="bold")
+    params.add_column("name")
+    params.add_column("shape")
+    params.add_column("count", justify="right")
     rows = parameter_table(model)
     for pname, shape, count in rows:
-        table.add_row(pname, str(list(shape)), f"{count:,}")
-    table.add_row("[bold]total[/]", "", f"[bold]{sum(c for _, _, c in rows):,}[/]")
-    console.print(table)
-    best = state.get("best_val")
-    best_text = f"{best:.4f}" if isinstance(best, float) and best != float("inf") else "-"
-    console.print(f"steps done: {state['step']}   best val loss: {best_text}   "
-                  f"training time: {state.get('elapsed', 0.0):.1f} s", markup=False)
+        params.add_row(pname, str(list(shape)), f"{count:,}")
+    params.add_row("[bold]total[/]", "", f"[bold]{sum(c for _, _, c in rows):,}[/]")
+    console.print(params)
+
+    progress = Table(title="progress", title_justify="left", title_style="bold")
+    for col in ("steps done", "best val loss", "val loss", "val bpc", "val accuracy", "time"):
+        progress.add_column(col, justify="right")
+    best, last = state.get("best_val"), state.get("val") or {}
+    of = f" / {cfg.train.max_steps}" if cfg.train.max_steps else ""
+
+    def number(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float | int) and math.isfinite(value) else "-"
+
+    progress.add_row(f"{state['step']}{of}", number(best), number(last.get("loss")), number(last.get("bpc")),
+                     number(last.get("accuracy")), f"{state.get('elapsed', 0.0):.1f} s")
+    console.print(progress)
 
 
 def run() -> None:
