@@ -63,6 +63,8 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
     if resume:
         if not paths.has_checkpoint():
             raise UserError(f"cannot resume: {paths.last} does not exist; train without --resume first")
+        for debris in paths.checkpoints.glob(".*.tmp-*"):  # a write that was killed midway (see atomic_write)
+            debris.unlink(missing_ok=True)
         return paths
     if paths.root.exists():
         if not paths.root.is_dir():
