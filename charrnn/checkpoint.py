@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import zipfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from charrnn.errors import UserError
+from charrnn.errors import TrainingFailed, UserError
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
@@ -114,9 +114,15 @@ def atomic_write(path: str | Path, write: Any) -> None:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Save a checkpoint dict atomically, stamped with format and version."""
+    """Save a checkpoint dict atomically, stamped with format and version; a failed write (say a full disk)
+    is a TrainingFailed and leaves the previous file as it was."""
     stamped = {"format": FORMAT, "version": VERSION, **state}
-    atomic_write(path, lambda f: torch.save(stamped, f))
+    try:
+        atomic_write(path, lambda f: torch.save(stamped, f))
+    except OSError as exc:
+        then = ("the previous one is intact: free some space, then continue with --resume" if Path(path).is_file()
+                else "free some space and start again")
+        raise TrainingFailed(f"could not write the checkpoint {path} ({exc.strerror or exc}); {then}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -125,14 +131,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. 'Detected pickle protocol 92' from a file that is no checkpoint
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).split("\n")[0][:160] if "weights_only" not in str(exc) else "it holds pickled objects"
         raise UserError(
             f"refused to load {path}: it is not a plain-tensor charrnn checkpoint ({reason}); "
             "only load checkpoints written by charrnn"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # a damaged file fails in many ways: RuntimeError, EOFError, IndexError, struct.error...
         raise UserError(f"checkpoint {path} is truncated or not a checkpoint ({type(exc).__name__}); "
                         "use another checkpoint (e.g. --checkpoint last) or retrain") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

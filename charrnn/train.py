@@ -142,6 +142,25 @@ def _hidden_to(hidden, device):
     return hidden.to(device)
 
 
+# Settings that fix the model's shape, the optimizer's state or the order of the data: a resumed run keeps them.
+_FIXED_ON_RESUME = ("model.*", "data.val_fraction", "data.test_fraction", "train.batching", "train.batch_size",
+                    "train.seq_length", "train.optimizer")
+
+
+def _check_resumable(saved: dict, cfg: Config) -> None:
+    """Refuse, before anything is written, a resume whose config changes a setting the checkpoint depends on."""
+    now = cfg.to_dict()
+    for key in _FIXED_ON_RESUME:
+        section, name = key.split(".")
+        before = saved.get(section) if isinstance(saved, dict) else None
+        if not isinstance(before, dict):
+            continue
+        for n in now[section] if name == "*" else [name]:
+            if n in before and before[n] != now[section][n]:
+                raise UserError(f"cannot resume with {section}.{n}={now[section][n]!r}: the run was trained with "
+                                f"{before[n]!r}, and its checkpoint depends on it; keep it, or start a new run")
+
+
 def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
           quiet: bool = False, device: str | None = None) -> RunResult:
     """Train a model as the config says, writing checkpoints, metrics and TensorBoard logs into the run folder.
@@ -155,6 +174,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     if resume:
         paths = prepare_run_dir(run_root, resume=True)
         checkpoint = load_checkpoint(paths.last)
+        _check_resumable(checkpoint["config"], cfg)
     dev = resolve_device(device or cfg.train.device)
     dev = dist.device(dev)
     precision = resolve_precision(cfg.train.precision, dev)
@@ -177,14 +197,18 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     step, best_val, elapsed_before, hidden = 0, float("inf"), 0.0, None
     window_loss, window_steps = 0.0, 0  # train losses since the last eval, for its metrics line
     if checkpoint:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        batcher.load_state_dict(checkpoint["data"])
-        _set_rng_state(checkpoint["rng"], dev)
-        step, best_val = int(checkpoint["step"]), float(checkpoint["best_val"])
-        elapsed_before = float(checkpoint["elapsed"])
-        hidden = _hidden_to(checkpoint.get("hidden"), dev)
-        window_loss, window_steps = checkpoint.get("window", (0.0, 0))
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            batcher.load_state_dict(checkpoint["data"])
+            _set_rng_state(checkpoint["rng"], dev)
+            step, best_val = int(checkpoint["step"]), float(checkpoint["best_val"])
+            elapsed_before = float(checkpoint["elapsed"])
+            hidden = _hidden_to(checkpoint.get("hidden"), dev)
+            window_loss, window_steps = checkpoint.get("window", (0.0, 0))
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise UserError(f"cannot resume from {paths.last}: it does not fit this run "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); start a new run") from None
     else:
         paths = prepare_run_dir(run_root, overwrite=overwrite) if dist.is_main else RunPaths(run_root)
     dist.barrier()

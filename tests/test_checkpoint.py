@@ -1,0 +1,180 @@
+"""Checkpoints are written atomically and read without running code: a failed write leaves the previous
+last.pt usable, and a file whose pickle would run code, or a damaged file, is refused with one line."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_resume import STEPS, assert_same_state, resume_config
+from typer.testing import CliRunner
+
+import charrnn.checkpoint as checkpoint_module
+from charrnn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from charrnn.cli import app
+from charrnn.config import save_config
+from charrnn.errors import TrainingFailed, UserError
+from charrnn.train import train
+
+runner = CliRunner()
+
+
+def one_line_error(res, code: int = 2) -> str:
+    assert res.exit_code == code, (res.exit_code, res.output)
+    assert "Traceback" not in res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+# -- atomic writes ------------------------------------------------------------------------------------------
+
+def test_atomic_write_that_fails_midway_keeps_the_old_file(tmp_path):
+    target = tmp_path / "f.bin"
+    atomic_write(target, lambda f: f.write(b"old"))
+
+    def half_then_fail(f):
+        f.write(b"new, but only half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(target, half_then_fail)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temporary file left
+
+
+def test_full_disk_during_a_checkpoint_keeps_last_pt_and_resume_is_exact(tmp_path, monkeypatch):
+    """The step-10 write of last.pt goes to /dev/full (a real ENOSPC from the kernel): training stops with
+    exit 1 and one line, the step-5 last.pt still loads, and resuming ends where an uninterrupted run does."""
+    cfg = resume_config(tmp_path, "random")
+    reference = train(cfg, run_dir=tmp_path / "reference", quiet=True).run_dir
+    cfg_file = tmp_path / "c.yaml"
+    save_config(cfg, cfg_file)
+
+    real_open = open
+    failed = []
+
+    def open_full_disk_once(path, mode="r", *args, **kwargs):
+        if ".last.pt.tmp" in str(path) and not failed and os.path.exists(Path(path).parent / "last.pt"):
+            failed.append(path)
+            Path(path).touch()  # the temporary file exists, as it would, but every write to it fails
+            return real_open("/dev/full", mode, *args, **kwargs)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "open", open_full_disk_once, raising=False)
+    run = tmp_path / "runs" / "full"
+    res = runner.invoke(app, ["train", "--config", str(cfg_file), "--run-dir", str(run), "-q"])
+    line = one_line_error(res, code=1)
+    assert "No space left on device" in line and "--resume" in line
+    assert failed
+    last = run / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["step"] == 5
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"]  # no half-written file
+
+    monkeypatch.undo()
+    res = runner.invoke(app, ["train", "--resume", "--run-dir", str(run), "-q"])
+    assert res.exit_code == 0, res.output
+    resumed = load_checkpoint(last)
+    assert resumed["step"] == STEPS
+    assert_same_state(resumed, load_checkpoint(reference / "checkpoints" / "last.pt"))
+
+
+def test_save_checkpoint_turns_a_write_error_into_a_training_failure(tmp_path, monkeypatch):
+    def no_space(obj, f, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(TrainingFailed, match="No space left on device.*start again"):
+        save_checkpoint({"step": 1}, tmp_path / "last.pt")
+    assert not list(tmp_path.iterdir())
+
+
+# -- checkpoints that would run code -------------------------------------------------------------------------
+
+class _Payload:
+    """Unpickling this runs a shell command that creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def _evil_files(tmp_path: Path, marker: Path) -> dict[str, Path]:
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes(pickle.dumps({"format": "charrnn-checkpoint", "model": _Payload(marker)}, protocol=2))
+    zipped = tmp_path / "zipped.pt"  # torch's own zip format, payload inside data.pkl
+    torch.save({"format": "charrnn-checkpoint", "version": 1, "weights": torch.zeros(2), "x": _Payload(marker)},
+               zipped)
+    return {"plain": plain, "zipped": zipped}
+
+
+def test_the_payloads_are_live(tmp_path):
+    """Guard for the test below: loaded the unsafe way, each file really does run its command."""
+    marker = tmp_path / "pwned"
+    files = _evil_files(tmp_path, marker)
+    pickle.loads(files["plain"].read_bytes())
+    assert marker.exists()
+    marker.unlink()
+    assert zipfile.is_zipfile(files["zipped"])
+    torch.load(files["zipped"], weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["plain", "zipped"])
+@pytest.mark.parametrize("command", ["sample", "eval", "info", "resume"])
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path, make_config, kind, command):
+    marker = tmp_path / "pwned"
+    evil = _evil_files(tmp_path, marker)[kind]
+    if command == "resume":
+        cfg = make_config()
+        run = tmp_path / "runs" / "victim"
+        (run / "checkpoints").mkdir(parents=True)
+        save_config(cfg, run / "config.yaml")
+        (run / "checkpoints" / "last.pt").write_bytes(evil.read_bytes())
+        args = ["train", "--resume", "--run-dir", str(run), "-q"]
+    else:
+        args = [command, str(evil)]
+    line = one_line_error(runner.invoke(app, args))
+    assert "refused to load" in line and "only load checkpoints written by charrnn" in line
+    assert not marker.exists()
+
+
+# -- damaged checkpoints -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory) -> bytes:
+    tmp = tmp_path_factory.mktemp("good")
+    result = train(tiny_config(tmp, "hello world " * 10, train={"max_steps": 4}), quiet=True)
+    return (result.run_dir / "checkpoints" / "last.pt").read_bytes()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_checkpoints_are_user_errors(tmp_path, good_checkpoint, data):
+    """Truncated files and random bytes are refused with one line (exit 2); a flipped byte is either
+    refused the same way or still loads, but never ends in a traceback."""
+    how = data.draw(st.sampled_from(["truncate", "random", "flip"]))
+    if how == "truncate":
+        blob = good_checkpoint[: data.draw(st.integers(0, len(good_checkpoint) - 1))]
+    elif how == "random":
+        blob = data.draw(st.binary(max_size=400))
+    else:
+        at = data.draw(st.integers(0, len(good_checkpoint) - 1))
+        blob = good_checkpoint[:at] + bytes([good_checkpoint[at] ^ 0xFF]) + good_checkpoint[at + 1:]
+    path = tmp_path / "damaged.pt"
+    path.write_bytes(blob)
+    if how != "flip":
+        with pytest.raises(UserError):
+            load_checkpoint(path)
+    res = runner.invoke(app, ["info", str(path)])
+    if how != "flip" or res.exit_code != 0:
+        one_line_error(res)
