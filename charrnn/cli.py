@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -16,10 +17,40 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from charrnn.errors import TrainingFailed, UserError
 
+# click's UsageError, whether typer uses click or its own copy of it
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Click's own usage errors (unknown flag, missing value, bad number) end as charrnn's do: one line, exit 2."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_errors_in_one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_errors_in_one_line():
+    try:
+        yield
+    except _UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `charrnn`: typer shows the help
+            raise
+        hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        _err(exc.format_message() + hint)
+        raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="charrnn",
     help="Train character-level RNN / GRU / LSTM language models, sample from them and evaluate them.\n\n"
     "Example: charrnn train --config configs/ihello.yaml && charrnn sample runs/ihello --prime h --greedy",

@@ -49,3 +49,18 @@ def test_resume_refuses_settings_the_checkpoint_depends_on_and_writes_nothing(ma
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     res = runner.invoke(app, ["train", "--resume", "--run-dir", str(run), "--set", "train.max_steps=24", "-q"])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["train", "--bogus"], "No such option: --bogus"),
+    (["train", "--config"], "'--config' requires an argument"),
+    (["sample", "x", "--length", "abc"], "'--length'"),
+    (["sample", "x", "--length", "-1"], "'--length'"),
+    (["sample", "x", "--prime"], "'--prime' requires an argument"),
+    (["sample"], "Missing argument"),
+    (["bogus"], "No such command 'bogus'"),
+    (["--bogus"], "No such option: --bogus"),
+])
+def test_bad_flags_are_one_line_too(args, fragment):
+    """Click's usage errors used to print a usage line, a hint and a boxed panel: six lines."""
+    one_line_error(runner.invoke(app, args), fragment)
