@@ -48,6 +48,8 @@ def train_command(*args) -> list[str]:
 
 def run_in_pty(args: list[str], cwd: Path, timeout: float = 60) -> tuple[int, str]:
     """Run a command with stdin, stdout and stderr on a pseudo-terminal; return (exit code, all output)."""
+    if not hasattr(os, "openpty"):
+        pytest.skip("no pseudo-terminals on this platform")
     master, slave = os.openpty()
     proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=child_env(COLUMNS="120"),
                             close_fds=True)
