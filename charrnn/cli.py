@@ -152,7 +152,7 @@ def train(
     if cfg.data.path:
         cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
     result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
-    if result.val is not None and not quiet:
+    if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
         out = Console(stderr=True, highlight=False)
         table = Table(title=f"{result.run_dir} after {result.step} steps ({result.elapsed_s:.1f} s)")
         for col in ("loss (nats/char)", "bpc", "perplexity", "accuracy", "best val loss"):

@@ -1,12 +1,21 @@
-"""torch.distributed glue: one process per device under torchrun, rank 0 does all the writing."""
+"""torch.distributed glue: one process per device under torchrun, rank 0 does all the writing.
+
+Every collective here must be reached by all ranks at the same step; the training loop only calls them
+under conditions that are the same on every rank (step counts, and flags agreed through `step_sync`).
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as torch_dist
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +47,36 @@ class DistContext:
         if self.world_size > 1:
             torch_dist.barrier()
 
+    def node_first(self, work: Callable[[], T]) -> T:
+        """Run work on each node's first process, then on the others: a cache it fills is written once."""
+        if self.local_rank != 0:
+            self.barrier()
+        result = work()
+        if self.local_rank == 0:
+            self.barrier()
+        return result
+
+    def step_sync(self, loss: torch.Tensor, *flags: bool) -> tuple[float, list[bool]]:
+        """The global-batch mean of the per-rank losses, and each flag or-ed over the ranks, in one collective:
+        every rank logs the same loss and stops (signal, time budget, non-finite loss) at the same step."""
+        if self.world_size == 1:
+            return loss.item(), list(flags)
+        values = torch.cat([loss.detach().double().reshape(1),
+                            torch.tensor(flags, dtype=torch.float64, device=loss.device)])
+        torch_dist.all_reduce(values)  # sum; every rank holds the same number of rows, so sum / N is the mean
+        total, *raised = values.tolist()
+        return total / self.world_size, [r > 0 for r in raised]
+
+    def gather_rows(self, hidden):
+        """A per-rank hidden state (L, B/N, H) (or an (h, c) pair) -> the global batch's (L, B, H), rank order."""
+        if self.world_size == 1 or hidden is None:
+            return hidden
+        if isinstance(hidden, tuple | list):
+            return tuple(self.gather_rows(h) for h in hidden)
+        parts = [torch.empty_like(hidden) for _ in range(self.world_size)]
+        torch_dist.all_gather(parts, hidden.contiguous())
+        return torch.cat(parts, dim=1)
+
 
 _CONTEXT: DistContext | None = None
 
@@ -48,10 +87,17 @@ def context() -> DistContext:
     if _CONTEXT is None:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size > 1 and not torch_dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            # Collectives go by the tensors' device: NCCL for CUDA tensors, gloo for CPU ones (--device cpu).
+            backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
             torch_dist.init_process_group(backend=backend)
+            atexit.register(_shutdown)
         _CONTEXT = DistContext(
             rank=int(os.environ.get("RANK", "0")), world_size=world_size,
             local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         )
     return _CONTEXT
+
+
+def _shutdown() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 # Characters that would be invisible (or break the TSV metadata) in TensorBoard's projector.
 _VISIBLE = {"\n": "\\n", "\t": "\\t", " ": "␣", "\r": "\\r"}
@@ -166,6 +174,35 @@ class Tracker:
             self.writer.flush()
             self.writer.close()
             self.writer = None
+
+
+class FileProgress:
+    """progress(stage, bytes_done, bytes_total) for a long pass over a file: a Rich bar on stderr, started
+    on the first call (a cache hit shows nothing) and quiet when disabled or stderr is not a terminal."""
+
+    def __init__(self, name: str, enabled: bool = True):
+        self.name, self.console = name, stderr_console()
+        self.enabled = enabled and self.console.is_terminal
+        self._bar: Progress | None = None
+        self._task = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+            self._task = self._bar.add_task("", total=total)
+            self._bar.start()
+        self._bar.update(self._task, description=f"{stage} {self.name}", completed=done, total=total)
+
+    def __enter__(self) -> FileProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 class Stopwatch:

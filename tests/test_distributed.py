@@ -1,0 +1,110 @@
+"""Data-parallel training under torchrun (gloo on CPU): two processes reproduce one process's global batch.
+
+Each launch starts real processes (about 5-10 s here), so the configs are tiny and every run is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from charrnn import distributed
+from charrnn.checkpoint import load_checkpoint
+from charrnn.config import config_from_dict
+from charrnn.errors import UserError
+from charrnn.train import train
+
+REPO = Path(__file__).resolve().parent.parent
+TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 30
+
+
+def write_config(tmp_path: Path, **train_overrides) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    raw = {
+        "name": "ddp",
+        "seed": 0,
+        "data": {"path": str(corpus), "val_fraction": 0.1, "cache": str(tmp_path / "cache")},
+        "model": {"cell": "lstm", "encoding": "embedding", "embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
+        "train": {"seq_length": 8, "batch_size": 4, "max_steps": 6, "optimizer": "adam", "lr": 0.01,
+                  "lr_schedule": "constant", "eval_every": 3, "checkpoint_every": 3, "device": "cpu", "threads": 1,
+                  **train_overrides},
+        "log": {"dir": str(tmp_path / "runs"), "tensorboard": True, "sample_every": 3, "sample_length": 10},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "charrnn", "train", "--quiet", *args]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def train_losses(run_dir: Path) -> list[tuple[int, float]]:
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars("train/loss")]
+
+
+def single_process(config: Path, run_dir: Path, **overrides) -> None:
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["train"].update(overrides)
+    train(config_from_dict(raw), run_dir=run_dir, quiet=True)
+
+
+def test_torchrun_two_processes_train_like_one_process_and_resume(tmp_path):
+    """One uninterrupted single-process run against torchrun with 2 processes, stopped after 3 steps and
+    resumed for 3 more: per-step losses agree, and only rank 0 wrote anything. Stateful batching makes each
+    rank carry its rows of the hidden state, so checkpoints must hold the whole batch's."""
+    config = write_config(tmp_path, batching="stateful")
+    single_process(config, tmp_path / "single")
+    run = tmp_path / "ddp"
+    torchrun("--config", str(config), "--run-dir", str(run), "--set", "train.max_steps=3")
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["hidden"][0].shape == (1, 4, 16)  # (L, B, H)
+    torchrun("--resume", "--run-dir", str(run), "--set", "train.max_steps=6")
+
+    single, ddp = train_losses(tmp_path / "single"), train_losses(run)
+    assert [s for s, _ in ddp] == [1, 2, 3, 4, 5, 6] == [s for s, _ in single]
+    for (_, a), (_, b) in zip(single, ddp, strict=True):
+        assert abs(a - b) < 1e-5  # the logged loss is the global-batch mean, not rank 0's half
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2  # one per session, both from rank 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert not list(run.rglob("*.tmp*"))
+    metrics = [yaml.safe_load(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == [3, 6]  # each eval written once
+    a = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_batch_must_split_evenly_over_the_processes(make_config, monkeypatch):
+    monkeypatch.setattr(distributed, "_CONTEXT", distributed.DistContext(rank=0, world_size=2))
+    with pytest.raises(UserError, match="does not split evenly over 2 processes"):
+        train(make_config(train={"batch_size": 3}), quiet=True)
+
+
+def test_python_dash_m_charrnn_is_the_cli():
+    result = subprocess.run([sys.executable, "-m", "charrnn", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "train" in result.stdout
