@@ -285,7 +285,7 @@ def eval_(
         if len(ids) < 2:
             raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
                             "use --split train or --data FILE")
-    metrics = evaluate(model, ids, device=dev, precision=resolve_precision(cfg.train.precision, dev))
+    metrics = evaluate(model, ids, device=dev, precision=resolve_precision(cfg.train.precision, dev, cfg.model.cell))
     if as_json:
         print(json.dumps(metrics.to_dict()))
         return

@@ -39,25 +39,33 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast can run an LSTM here: oneDNN needs avx512_bf16/AMX on CPU; CUDA needs sm80+."""
+def bf16_supported(device: torch.device, cell: str = "lstm") -> bool:
+    """Whether bf16 autocast can train this cell here. CUDA needs sm80+. On CPU an LSTM runs through oneDNN,
+    which needs avx512_bf16/AMX ("could not create a primitive descriptor" without); GRU and RNN run on
+    ATen's own kernels, which take bf16 on any CPU (emulated, so not faster without native bf16)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return cell != "lstm" or native_cpu_bf16()
     return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (oneDNN: avx512_bf16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: torch.device, cell: str = "lstm") -> str:
     """The precision to run: 'auto' takes bf16 where the hardware has it, else fp32; an explicit
     bf16 or fp16 that this device cannot run is a UserError (oneDNN would fail deep inside the LSTM)."""
     if precision == "auto":
-        return "bf16" if device.type == "cpu" and bf16_supported(device) else "fp32"
-    if precision == "bf16" and not bf16_supported(device):
+        return "bf16" if device.type == "cpu" and native_cpu_bf16() else "fp32"
+    if precision == "bf16" and not bf16_supported(device, cell):
+        hint = " (model.cell gru or rnn can use bf16 here)" if device.type == "cpu" else ""
         raise UserError(
-            f"train.precision bf16 is not supported on this {device.type.upper()} "
+            f"train.precision bf16 is not supported for model.cell {cell} on this {device.type.upper()} "
             f"({torch.backends.cpu.get_cpu_capability() if device.type == 'cpu' else device}); "
-            "set train.precision: fp32 or auto"
+            f"set train.precision: fp32 or auto{hint}"
         )
     if precision == "fp16" and device.type == "cpu":
         raise UserError("train.precision fp16 needs a GPU; on CPU use bf16 (where supported), auto or fp32")

@@ -188,7 +188,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         _check_resumable(checkpoint["config"], cfg)
     dev = resolve_device(device or cfg.train.device)
     dev = dist.device(dev)
-    precision = resolve_precision(cfg.train.precision, dev)
+    precision = resolve_precision(cfg.train.precision, dev, cfg.model.cell)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 

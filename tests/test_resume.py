@@ -221,7 +221,7 @@ def test_interrupt_between_checkpoints_saves_and_resumes_exactly(tmp_path, batch
 
 def test_fp16_loss_scaler_state_is_checkpointed_and_restored(tmp_path, monkeypatch):
     """The GradScaler's scale and growth tracker survive a resume (fp16 forced on CPU autocast)."""
-    monkeypatch.setattr(train_module, "resolve_precision", lambda precision, device: "fp16")
+    monkeypatch.setattr(train_module, "resolve_precision", lambda precision, device, cell="lstm": "fp16")
     cfg = tiny_config(tmp_path, TEXT, model={"cell": "gru"}, train={"max_steps": 12, "checkpoint_every": 5})
     straight = train(cfg, run_dir=tmp_path / "straight", quiet=True)
     first_part = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=5))
