@@ -49,7 +49,6 @@ def evaluate(model: CharRNN, ids: np.ndarray, *, batch_size: int = 64, chunk_len
         return Metrics.from_sums(0.0, 0, 0)
     was_training = model.training
     model.eval()
-    tokens = torch.from_numpy(np.asarray(ids, dtype=np.int64))
     streams = max(1, min(batch_size, n // chunk_length))
     stream_len = n // streams
     loss_sum, correct = 0.0, 0
@@ -66,15 +65,18 @@ def evaluate(model: CharRNN, ids: np.ndarray, *, batch_size: int = 64, chunk_len
         correct += (logits.argmax(-1) == targets).sum().item()
         return hidden
 
-    grid = tokens[: streams * stream_len + 1]
-    index = torch.arange(streams)[:, None] * stream_len  # (S, 1) stream starts
+    def gather(index: np.ndarray) -> torch.Tensor:
+        # One block at a time from the (memory-mapped) ids: a split larger than RAM is never loaded whole.
+        return torch.from_numpy(np.asarray(ids[index], dtype=np.int64))
+
+    starts = np.arange(streams)[:, None] * stream_len  # (S, 1)
     hidden = None
     for start in range(0, stream_len, chunk_length):
         width = min(chunk_length, stream_len - start)
-        hidden = score(grid[index + start + torch.arange(width + 1)], hidden)
-    rest = tokens[streams * stream_len :]
-    if len(rest) > 1:
-        score(rest[None, :], select_hidden(hidden, slice(streams - 1, streams)))
+        hidden = score(gather(starts + start + np.arange(width + 1)), hidden)  # (S, width + 1)
+    if n + 1 - streams * stream_len > 1:  # the remainder continues the last stream
+        rest = gather(np.arange(streams * stream_len, n + 1))[None, :]
+        score(rest, select_hidden(hidden, slice(streams - 1, streams)))
     if was_training:
         model.train()
     return Metrics.from_sums(loss_sum, correct, n)
