@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import distributed
-from charrnn.checkpoint import RunPaths, load_checkpoint, prepare_run_dir, save_checkpoint
-from charrnn.config import Config, config_from_dict, save_config
+from charrnn.checkpoint import RunPaths, atomic_write, load_checkpoint, prepare_run_dir, save_checkpoint
+from charrnn.config import Config, config_from_dict, config_yaml
 from charrnn.data import EncodedCorpus, load_corpus, make_batcher
 from charrnn.device import autocast, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
@@ -228,8 +228,9 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     hidden_global = hidden
     hidden = _rank_rows(hidden, dist)
     if dist.is_main:
-        save_config(cfg, paths.config)
-        vocab.save(paths.vocab)
+        # Rewritten on every resume: a kill midway must not leave half a config that breaks the next resume.
+        _write_atomically(paths.config, config_yaml(cfg))
+        _write_atomically(paths.vocab, vocab.to_json())
         if checkpoint:
             _truncate_metrics(paths.metrics, step)
     ddp_model, compile_note = _maybe_compile(dist.wrap(model), cfg.train.compile, dev)
@@ -437,7 +438,11 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    _write_atomically(path, "".join(line + "\n" for line in kept))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def load_model(checkpoint: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Config]:
