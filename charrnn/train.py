@@ -110,7 +110,8 @@ def total_steps_for(cfg: Config, train_chars: int) -> int | None:
 
 @contextmanager
 def _stop_on_signals():
-    """Turn SIGINT/SIGTERM into a flag checked at step boundaries (main thread only)."""
+    """Turn SIGINT/SIGTERM into a flag checked at step boundaries (main thread only); a second signal, say
+    during a long evaluation, stops at once (atomic writes keep last.pt whole, the CLI exits 130)."""
     caught: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield caught
@@ -118,6 +119,8 @@ def _stop_on_signals():
     previous = {}
 
     def handler(signum, _frame):
+        if caught:
+            raise KeyboardInterrupt
         caught.append(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -337,3 +337,23 @@ def test_ctrl_c_exits_130_and_resume_continues(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert load_checkpoint(tmp_path / "runs" / "cc" / "checkpoints" / "last.pt")["step"] == step + 3
+
+
+def test_a_second_interrupt_stops_at_once_and_the_run_stays_resumable(make_config, monkeypatch):
+    """Ctrl-C pressed twice during a long evaluation stops there, without waiting for the step to end;
+    last.pt (step 2) is untouched and --resume continues from it."""
+    cfg = make_config(TEXT, train={"checkpoint_every": 2, "eval_every": 4, "max_steps": 8})
+    evaluate = train_module.evaluate
+
+    def impatient_evaluate(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", impatient_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, quiet=True)
+    last = Path(cfg.log.dir) / cfg.name / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["step"] == 2
+    monkeypatch.undo()
+    assert train(cfg, resume=True, quiet=True).step == 8
