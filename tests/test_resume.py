@@ -169,6 +169,7 @@ def train_until_killed(cfg, run_dir: Path, *, resume: bool, kill: str, at: int, 
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"child exit status {status}"
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked child")
 @pytest.mark.parametrize("batching", ["random", "stateful"])
 def test_sigkilled_run_resumes_bitwise_identical(tmp_path, batching):
     cfg = resume_config(tmp_path, batching)
