@@ -221,7 +221,10 @@ def test_wrong_types_unknown_keys_and_out_of_range_values_name_the_key(ws, bad, 
         node[leaf] = value
         res = ws.train(ws.file(".yaml", yaml.safe_dump(raw)))
     line = one_line_error(res, f"'{key}'")
-    assert ("unknown config key" in line and "allowed keys here" in line) if kind == "unknown" else "must be" in line
+    if kind == "unknown":
+        assert "unknown config key" in line and "allowed keys here" in line
+    else:
+        assert "must be" in line and repr(value) in line  # the key, what is allowed, and the bad value
     ws.assert_no_run_folder()
 
 
