@@ -79,7 +79,11 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
             if not (paths.config.exists() or paths.checkpoints.exists()):
                 raise UserError(f"--overwrite refused: {paths.root} is not a charrnn run folder; choose another name")
             shutil.rmtree(paths.root)
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    try:
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the run folder {paths.root} ({exc.strerror or exc}); "
+                        "choose another log.dir, --name or --run-dir") from None
     return paths
 
 

@@ -251,7 +251,8 @@ def test_failed_attempts_leave_nothing_that_blocks_the_next_run(ws):
     config = ws.file(".yaml", yaml.safe_dump(ws.base))
     for args in (["--data", str(ws.file(".txt", b"\xff\xfe"))], ["--data", str(ws.file(".txt", b""))],
                  ["--data", str(ws.file(".txt", b"abc"))], ["--set", "train.lr=-1"], ["--set", "model.cell=tcn"],
-                 ["--set", "data.path=/nonexistent/corpus.txt"], ["--data", "two\nlines.txt"], ["--device", "cuda:99"]):
+                 ["--set", "data.path=/nonexistent/corpus.txt"], ["--data", "two\nlines.txt"], ["--device", "cuda:99"],
+                 ["--set", f"log.dir={ws.corpus}/runs", "--set", f"data.cache={ws.root / 'cache'}"]):
         one_line_error(ws.train(config, *args))
     res = ws.train(config)
     assert res.exit_code == 0, res.output
