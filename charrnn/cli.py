@@ -92,6 +92,11 @@ def _handles_errors(fn):
                 raise
             _err(str(exc))
             raise typer.Exit(1) from None
+        except OSError as exc:  # e.g. the disk filled up while writing logs: the work failed; say what and where
+            if _state["debug"]:
+                raise
+            _err(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+            raise typer.Exit(1) from None
         except Interrupted as exc:
             Console(stderr=True, highlight=False, soft_wrap=True).print(
                 f"interrupted at step {exc.step}; checkpoint saved. Resume with: "

@@ -179,3 +179,17 @@ def test_damaged_checkpoints_are_user_errors(tmp_path, good_checkpoint, data):
     res = runner.invoke(app, ["info", str(path)])
     if how != "flip" or res.exit_code != 0:
         one_line_error(res)
+
+
+def test_a_full_disk_while_logging_is_one_line_and_exit_1(make_config, monkeypatch):
+    from charrnn.tracking import Tracker
+
+    def no_space(self, record):
+        raise OSError(28, "No space left on device", str(self.run_dir / "metrics.jsonl"))
+
+    monkeypatch.setattr(Tracker, "eval_record", no_space)
+    cfg = make_config()
+    cfg_file = Path(cfg.log.dir).parent / "c.yaml"
+    save_config(cfg, cfg_file)
+    line = one_line_error(runner.invoke(app, ["train", "--config", str(cfg_file), "-q"]), code=1)
+    assert "No space left on device" in line and "metrics.jsonl" in line
