@@ -31,7 +31,7 @@ class DataConfig:
     path: str | None = _spec(None, doc="UTF-8 text file to train on")
     val_fraction: float = _spec(0.1, lo=0.0, hi=1.0, hi_open=True)
     test_fraction: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)
-    cache: str | None = _spec(None, doc="where to keep the encoded id file; default: next to the corpus")
+    cache: str | None = _spec(None, doc="folder for the encoded id file; default: <log.dir>/.cache")
 
 
 @dataclass

@@ -175,3 +175,24 @@ def test_contiguous_streams_ranks_hold_the_rows_of_the_global_batch():
     for _ in range(whole.batches_per_epoch + 2):  # across an epoch boundary
         x, _ = whole.next_batch()
         assert np.array_equal(np.concatenate([p.next_batch()[0] for p in parts]), x)
+
+
+# -- the progress bar while a large corpus is encoded ----------------------------------------------------
+
+
+def test_open_corpus_shows_encoding_progress_on_a_terminal_only(make_config, monkeypatch, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from charrnn import tracking, train
+
+    monkeypatch.setattr(train, "PROGRESS_MIN_BYTES", 0)  # as if the file were large
+    cfg = make_config("some text to encode " * 20)
+    for terminal in (False, True):
+        out = io.StringIO()
+        monkeypatch.setattr(tracking, "stderr_console", lambda out=out, t=terminal: Console(file=out, force_terminal=t))
+        cfg.data.cache = str(tmp_path / f"cache-{terminal}")  # a fresh cache: the corpus is encoded each time
+        corpus = train.open_corpus(cfg, quiet=False)
+        assert ("encode corpus.txt" in out.getvalue()) == terminal
+        assert corpus.vocab.decode(corpus.ids) == "some text to encode " * 20
