@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ def encode_file(path: str | Path, out_path: str | Path, vocab: Vocab | None = No
     id_of = np.full(_MAX_CODEPOINT, -1, dtype=np.int32)  # code point -> id (-1: not seen yet)
     seen: list[int] = [] if vocab is None else [ord(c) for c in vocab.chars]  # code point of each id
     id_of[seen] = np.arange(len(seen), dtype=np.int32)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{_writer_id()}")
     total = path.stat().st_size
     # Reused buffers: fresh arrays for every chunk cost more in page faults than the lookup itself.
     index_buffer = np.empty(chunk_bytes + 4, dtype=np.intp)  # code points as numpy's index type
@@ -187,6 +188,11 @@ class EncodedCorpus:
         }
 
 
+def _writer_id() -> str:
+    """Names this process's temporary files: nodes of a torchrun job may share a cache folder (and a pid)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def _cache_key(path: Path, vocab: Vocab | None) -> str:
     st = path.stat()
     h = hashlib.sha256()
@@ -227,7 +233,7 @@ def load_corpus(path: str | Path, cache_dir: str | Path, vocab: Vocab | None = N
         entry.mkdir(parents=True, exist_ok=True)
         vocab, length = encode_file(path, entry / "ids.bin", vocab, progress, chunk_bytes)
         meta_path = entry / "meta.json"
-        tmp = meta_path.with_name(f".meta.json.tmp-{os.getpid()}")
+        tmp = meta_path.with_name(f".meta.json.tmp-{_writer_id()}")
         tmp.write_text(json.dumps({"chars": vocab.chars, "length": length, "source": str(path)}), encoding="utf-8")
         os.replace(tmp, meta_path)
     except OSError as exc:
