@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.model import CharRNN, Hidden, select_hidden
 from charrnn.device import autocast
+from charrnn.model import CharRNN, Hidden, select_hidden
 
 
 @dataclass
