@@ -406,8 +406,9 @@ def _maybe_compile(model: torch.nn.Module, enabled: bool, device: torch.device) 
     if device.type != "cuda":
         # Measured on a 2-core AVX2 CPU, 2x128 LSTM, batch 32x64: eager 63 ms/step, compiled 114 ms/step after
         # 23 s of compiling (nn.LSTM/GRU already run as one oneDNN kernel; compiling unrolls them).
-        return model, (f"note: train.compile ignored on {device.type.upper()}: torch.compile makes recurrent "
-                       "models slower there (measured); it is used on CUDA only")
+        why = ("torch.compile makes recurrent models slower on CPU (measured 114 vs 63 ms/step, after ~20 s "
+               "of compiling)" if device.type == "cpu" else "it is used on CUDA only")
+        return model, f"note: train.compile ignored on {device.type.upper()}: {why}"
     return torch.compile(model), "note: train.compile: compiling the model with torch.compile (first steps are slow)"
 
 

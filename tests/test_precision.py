@@ -1,4 +1,5 @@
-"""Mixed precision on CPU: bf16 autocast where this CPU can run it, and a clear error where it cannot.
+"""Mixed precision and torch.compile on CPU: bf16 autocast where this CPU can run it, and a clear error
+where it cannot; train.compile explains itself instead of compiling.
 
 oneDNN's bf16 LSTM needs avx512_bf16/AMX; on an AVX2 CPU it fails deep inside the LSTM, so charrnn refuses
 bf16 LSTMs there up front. GRU and RNN run on ATen's own kernels, which take bf16 on any CPU.
@@ -60,3 +61,11 @@ def test_precision_choices_on_cpu():
     assert resolve_precision("bf16", CPU, "gru") == "bf16"
     with pytest.raises(UserError, match="fp16 needs a GPU"):
         resolve_precision("fp16", CPU)
+
+
+def test_compile_on_cpu_is_skipped_with_a_one_line_note(make_config, capsys):
+    cfg = make_config(TEXT, train={"compile": True, "max_steps": 2, "eval_every": 2})
+    result = train(cfg, quiet=False)  # compiling would take ~20 s here; the note says why it does not
+    assert math.isfinite(result.val.loss)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "train.compile" in line]
+    assert len(notes) == 1 and "ignored on CPU" in notes[0]
