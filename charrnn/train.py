@@ -9,6 +9,7 @@ import json
 import math
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ def total_steps_for(cfg: Config, train_chars: int) -> int | None:
 
 
 @contextmanager
-def _stop_on_signals():
+def _stop_on_signals(repeat_grace_s: float = 0.0):
     """Turn SIGINT/SIGTERM into a flag checked at step boundaries (main thread only); a second signal, say
     during a long evaluation, stops at once (atomic writes keep last.pt whole, the CLI exits 130)."""
     caught: list[int] = []
@@ -117,11 +118,16 @@ def _stop_on_signals():
         yield caught
         return
     previous = {}
+    first_at: list[float] = []
 
     def handler(signum, _frame):
-        if caught:
+        # torchrun forwards the terminal's Ctrl-C to workers that already got it from the terminal: there a
+        # repeat within a second is that same Ctrl-C, and must not cut short the checkpoint the ranks agreed on.
+        if caught and time.monotonic() - first_at[0] >= repeat_grace_s:
             raise KeyboardInterrupt
-        caught.append(signum)
+        if not caught:
+            first_at.append(time.monotonic())
+            caught.append(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, handler)
@@ -321,7 +327,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     stopped_by = stop_reason(time_up)
     ddp_model.train()
     try:
-        with _stop_on_signals() as caught:
+        with _stop_on_signals(repeat_grace_s=1.0 if dist.world_size > 1 else 0.0) as caught:
             while stopped_by is None:
                 if batcher.stateful and batcher.starts_new_epoch:
                     hidden = None
