@@ -98,6 +98,8 @@ def _handles_errors(fn):
             _err(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
             raise typer.Exit(1) from None
         except Interrupted as exc:
+            if os.environ.get("RANK", "0") != "0":  # under torchrun every rank stops; rank 0 speaks for them
+                raise typer.Exit(exc.exit_code) from None
             Console(stderr=True, highlight=False, soft_wrap=True).print(
                 f"interrupted at step {exc.step}; checkpoint saved. Resume with: "
                 f"charrnn train --resume --run-dir {shlex.quote(str(exc.run_dir))}", markup=False)
@@ -132,30 +134,12 @@ def train(
 
     Example: charrnn train --config configs/shakespeare.yaml --data ../shared/data/tinyshakespeare.txt
     """
-    from charrnn.config import apply_overrides, config_from_dict, read_yaml
     from charrnn.train import train as run_training
+    from charrnn.train import training_config
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them")
-    overrides = list(set_ or [])
-    if name is not None:
-        overrides.append(f"name={json.dumps(name)}")
-    if data is not None:
-        overrides.append(f"data.path={json.dumps(str(data))}")
-    if config is None and not (resume and (run_dir or name)):
-        raise UserError("pass --config FILE (e.g. --config configs/ihello.yaml), or --resume with --run-dir")
-    base = read_yaml(config) if config is not None else {}
-    if resume:
-        if run_dir is None:
-            named = config_from_dict(apply_overrides(base, overrides))
-            run_dir = Path(named.log.dir) / named.name
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise UserError(f"cannot resume: {saved} does not exist; train without --resume first")
-        base = read_yaml(saved)  # the run's own config; --set still applies (e.g. a longer train.max_steps)
-    cfg = config_from_dict(apply_overrides(base, overrides))
-    if cfg.data.path:
-        cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
+    cfg, run_dir = training_config(config, list(set_ or []), data=data, name=name, run_dir=run_dir, resume=resume)
     result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
     if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
         out = Console(stderr=True, highlight=False)

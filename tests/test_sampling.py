@@ -1,4 +1,5 @@
 import math
+import os
 import subprocess
 import sys
 
@@ -168,3 +169,20 @@ def test_sampling_speed_is_reported_honestly(trained_run):
     import json
 
     assert math.isfinite(json.loads(res.stdout)["chars_per_sec"])
+
+
+def test_single_sample_streams_characters_as_they_are_produced(trained_run):
+    """Generated characters reach the pipe while the sampler is still running, not at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", str(trained_run), "--prime", "to",
+                             "--length", "1000000", "--seed", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        received = b""
+        while len(received) < 2 + 20:
+            chunk = os.read(proc.stdout.fileno(), 64)
+            assert chunk, proc.stderr.read().decode()
+            received += chunk
+        assert received.startswith(b"to")
+        assert proc.poll() is None  # a million characters take far longer than this: the text streamed
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
