@@ -277,4 +277,5 @@ def config_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (what `charrnn train --config` reads back)."""
     Path(path).write_text(config_yaml(cfg), encoding="utf-8")

@@ -129,8 +129,10 @@ class Tracker:
         """One line in metrics.jsonl, the val/* scalars and a console line for an evaluation."""
         if not self.enabled:
             return
+        # Strict JSON: a value that is not a finite number (no train steps since the last eval) is null.
+        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(clean) + "\n")
         self.scalars(record["step"], {"val/loss": record.get("val_loss"), "val/bpc": record.get("val_bpc"),
                                       "val/accuracy": record.get("val_accuracy")})
         self._last_val = record.get("val_loss", float("nan"))
