@@ -59,10 +59,11 @@ def choose_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Ge
         return logits.argmax(dim=-1)
     probs = torch.softmax(filter_logits(logits, opts), dim=-1)
     # Inverse-CDF sampling: one uniform draw per row and a binary search, several times cheaper than
-    # torch.multinomial on small batches. u lies in (0, total], so a zero-probability entry is never chosen.
+    # torch.multinomial on small batches. u lies in [0, total) and the search takes the first entry whose
+    # cumulative mass exceeds u, so a zero-probability entry (cdf equal to its predecessor's) is never chosen.
     cdf = probs.cumsum(dim=-1)
-    u = (1.0 - torch.rand(probs.size(0), 1, generator=generator, device=probs.device)) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=probs.size(-1) - 1)
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: SamplingOptions = SamplingOptions(),

@@ -186,3 +186,14 @@ def test_single_sample_streams_characters_as_they_are_produced(trained_run):
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_excluded_characters_are_never_drawn():
+    """Entries removed by top-k (or with zero probability) are never sampled, at either end of the vocabulary."""
+    logits = torch.tensor([[0.0, 5.0, 0.0, 5.0, 0.0]]).repeat(20_000, 1)
+    generator = torch.Generator()
+    generator.manual_seed(0)
+    ids = choose_next(logits, SamplingOptions(top_k=2), generator)
+    counts = torch.bincount(ids, minlength=5).tolist()
+    assert counts[0] == counts[2] == counts[4] == 0
+    assert abs(counts[1] - counts[3]) < 600  # two equal choices: about 10,000 each
