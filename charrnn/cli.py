@@ -143,14 +143,19 @@ def train(
     result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
     if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
         out = Console(stderr=True, highlight=False)
-        table = Table(title=f"{result.run_dir} after {result.step} steps ({result.elapsed_s:.1f} s)")
-        for col in ("loss (nats/char)", "bpc", "perplexity", "accuracy", "best val loss"):
-            table.add_column(col, justify="right")
-        m = result.val
-        table.add_row(f"{m.loss:.4f}", f"{m.bpc:.4f}", f"{m.perplexity:.3f}", f"{m.accuracy:.4f}",
-                      f"{result.best_val_loss:.4f}")
-        out.print(table)
+        out.print(_metrics_table(f"{result.run_dir} after {result.step} steps ({result.elapsed_s:.1f} s)",
+                                 result.val, "best val loss", f"{result.best_val_loss:.4f}"))
         out.print(f"sample it: charrnn sample {result.run_dir}", markup=False)
+
+
+def _metrics_table(title: str, metrics, extra_column: str, extra_value: str) -> Table:
+    """One row of evaluation metrics (as `train` ends and `eval` reports them) plus one column of context."""
+    table = Table(title=title)
+    for col in ("loss (nats/char)", "bpc", "perplexity", "accuracy", extra_column):
+        table.add_column(col, justify="right")
+    table.add_row(f"{metrics.loss:.4f}", f"{metrics.bpc:.4f}", f"{metrics.perplexity:.3f}", f"{metrics.accuracy:.4f}",
+                  extra_value)
+    return table
 
 
 def _load_run(run: Path, checkpoint: str, device: str | None):
@@ -278,12 +283,7 @@ def eval_(
     if as_json:
         print(json.dumps(metrics.to_dict()))
         return
-    table = Table(title=f"{run}: {source}")
-    for col in ("loss (nats/char)", "bpc", "perplexity", "accuracy", "chars"):
-        table.add_column(col, justify="right")
-    table.add_row(f"{metrics.loss:.4f}", f"{metrics.bpc:.4f}", f"{metrics.perplexity:.3f}",
-                  f"{metrics.accuracy:.4f}", f"{metrics.chars:,}")
-    Console(highlight=False).print(table)
+    Console(highlight=False).print(_metrics_table(f"{run}: {source}", metrics, "chars", f"{metrics.chars:,}"))
 
 
 @app.command()
@@ -296,8 +296,6 @@ def info(
 
     Example: charrnn info runs/ihello
     """
-    from rich.text import Text
-
     from charrnn.model import parameter_table
     from charrnn.tracking import visible_char
 

@@ -333,7 +333,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         evals_done += 1
         if not math.isfinite(val_metrics.loss):
             raise TrainingFailed(f"validation loss is {val_metrics.loss} at step {step}; "
-                                 f"last good checkpoint: {paths.last if paths.last.exists() else 'none'}")
+                                 f"last good checkpoint: {last_good()}")
         record = {"step": step, "train_loss": train_loss, "val_loss": val_metrics.loss, "val_bpc": val_metrics.bpc,
                   "val_accuracy": val_metrics.accuracy, "lr": optimizer.param_groups[0]["lr"],
                   "chars_per_sec": speed, "elapsed_s": round(clock.elapsed(), 3)}
@@ -408,11 +408,9 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
                     window_loss, window_steps, window_start, window_step0 = 0.0, 0, clock.elapsed(), step
                 if cfg.log.sample_every and step % cfg.log.sample_every == 0 and dist.is_main:
                     _log_sample(tracker, model, vocab, first_char, cfg, step, dev)
-                if (step % cfg.train.checkpoint_every == 0 or stopped_by) and dist.is_main:
+                if checkpoint_due and dist.is_main:
                     save_last()
                 if stop_now:
-                    if dist.is_main:
-                        save_last()
                     raise Interrupted(caught[0] if caught else signal.SIGTERM, step, paths.root)  # maybe another rank
         if last_eval_step != step:  # resumed at the end, or nothing to do: report the current model
             run_eval(float("nan"))
