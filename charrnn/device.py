@@ -72,6 +72,14 @@ def resolve_precision(precision: str, device: torch.device, cell: str = "lstm") 
     return precision
 
 
+def emulated_bf16_note(precision: str, device: torch.device, cell: str) -> str | None:
+    """A note when bf16 would run emulated (a CPU without native bf16: GRU/RNN measured about 30x slower)."""
+    if precision != "bf16" or device.type != "cpu" or native_cpu_bf16():
+        return None
+    return (f"note: this CPU has no native bf16, so bf16 {cell.upper()} training is emulated and about 30x slower "
+            "than fp32; set train.precision: auto or fp32")
+
+
 def autocast(device: torch.device | str, precision: str):
     """torch.autocast for bf16/fp16; a no-op context for fp32."""
     if precision == "fp32":

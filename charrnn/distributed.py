@@ -67,6 +67,22 @@ class DistContext:
         total, *raised = values.tolist()
         return total / self.world_size, [r > 0 for r in raised]
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether the flag is set on any rank (every rank must call this at the same point)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], dtype=torch.float64)
+        torch_dist.all_reduce(value)
+        return value.item() > 0
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's obj, in rank order (a collective: all ranks call it at the same point)."""
+        if self.world_size == 1:
+            return [obj]
+        parts: list = [None] * self.world_size
+        torch_dist.all_gather_object(parts, obj)
+        return parts
+
     def gather_rows(self, hidden):
         """A per-rank hidden state (L, B/N, H) (or an (h, c) pair) -> the global batch's (L, B, H), rank order."""
         if self.world_size == 1 or hidden is None:
