@@ -90,7 +90,8 @@ def _handles_errors(fn):
         except TrainingFailed as exc:
             if _state["debug"]:
                 raise
-            _err(str(exc))
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 speaks for them
+                _err(str(exc))
             raise typer.Exit(1) from None
         except OSError as exc:  # e.g. the disk filled up while writing logs: the work failed; say what and where
             if _state["debug"]:
@@ -296,6 +297,7 @@ def info(
 
     Example: charrnn info runs/ihello
     """
+    from charrnn import runstatus
     from charrnn.model import parameter_table
     from charrnn.tracking import visible_char
 
@@ -345,6 +347,9 @@ def info(
     progress.add_row(f"{state['step']}{of}", number(best), number(last.get("loss")), number(last.get("bpc")),
                      number(last.get("accuracy")), f"{state.get('elapsed', 0.0):.1f} s")
     console.print(progress)
+    run_dir = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/X.pt
+    if (run_dir / runstatus.FILENAME).is_file():
+        console.print(Text.assemble(("status ", "bold"), runstatus.describe(run_dir)))
 
 
 def run() -> None:

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,41 @@ def test_python_dash_m_charrnn_is_the_cli():
     result = subprocess.run([sys.executable, "-m", "charrnn", "--help"], cwd=REPO, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_a_diverging_torchrun_run_ends_on_every_rank_with_one_line(tmp_path):
+    """A learning rate that blows up: all ranks stop at the same step (they agree through the per-step
+    all-reduce), the job exits 1 within seconds, and charrnn says so once (rank 0), in one line."""
+    config = write_config(tmp_path, optimizer="sgd", lr=1e6, grad_clip=0.0, max_steps=10_000, eval_every=5,
+                          checkpoint_every=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "charrnn", "train", "--quiet", "--config", str(config),
+           "--set", "model.cell=rnn", "--set", "model.nonlinearity=relu", "--run-dir", str(tmp_path / "ddp")]
+    started = time.monotonic()
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert time.monotonic() - started < 60  # no rank sat in an all-reduce until the 30-minute timeout
+    charrnn_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert len(charrnn_lines) == 1 and "at step" in charrnn_lines[0], result.stderr[-3000:]
+    assert "charrnn/" not in result.stderr  # no traceback of ours (torchrun adds its own report of the exit)
+
+
+def test_torchrun_with_dropout_draws_masks_per_rank_and_resumes_exactly(tmp_path):
+    """With dropout each rank draws its own masks (checkpoints keep every rank's RNG), and a torchrun run cut
+    after 3 steps and resumed ends with the same weights as one run straight through."""
+    config = write_config(tmp_path, max_steps=6)
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["model"].update(num_layers=2, dropout=0.3)
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    torchrun("--config", str(config), "--run-dir", str(tmp_path / "straight"))
+    torchrun("--config", str(config), "--run-dir", str(tmp_path / "cut"), "--set", "train.max_steps=3")
+    state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    rank0, rank1 = (r["torch"] for r in state["rank_rngs"])
+    assert not torch.equal(rank0, rank1)  # the ranks' generators went separate ways
+    torchrun("--resume", "--run-dir", str(tmp_path / "cut"), "--set", "train.max_steps=6")
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
