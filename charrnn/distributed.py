@@ -67,6 +67,14 @@ class DistContext:
         total, *raised = values.tolist()
         return total / self.world_size, [r > 0 for r in raised]
 
+    def max_over_ranks(self, *values: float) -> list[float]:
+        """Each value's maximum over the ranks, in one collective (the values themselves when alone)."""
+        if self.world_size == 1:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64)  # a CPU tensor: gloo, also beside NCCL
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+        return tensor.tolist()
+
     def gather_rows(self, hidden):
         """A per-rank hidden state (L, B/N, H) (or an (h, c) pair) -> the global batch's (L, B, H), rank order."""
         if self.world_size == 1 or hidden is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charrnn import distributed
+from charrnn import autosize, distributed
 from charrnn.checkpoint import RunPaths, atomic_write, load_checkpoint, prepare_run_dir, save_checkpoint
 from charrnn.config import Config, apply_overrides, config_from_dict, config_yaml, read_yaml
 from charrnn.data import EncodedCorpus, load_corpus, make_batcher
@@ -223,6 +223,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     if resume:
         paths = prepare_run_dir(run_root, resume=True)
         checkpoint = load_checkpoint(paths.last)
+        cfg = autosize.keep_resolved(cfg, checkpoint["config"])  # an auto on --resume keeps what the run chose
         _check_resumable(checkpoint["config"], cfg)
     dev = resolve_device(device or cfg.train.device)
     dev = dist.device(dev)
@@ -239,12 +240,15 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     val_name = "val"
     if len(val_ids) < 2:
         val_ids, val_name = train_ids, "train"  # tiny corpora (val_fraction 0): score the training text
+    # model.hidden_size: auto and friends: probe this machine now; the probe's seconds count inside the budget.
+    cfg, auto_note, elapsed_before = autosize.resolve_auto(cfg, train_ids, len(vocab), dev, precision, dist=dist,
+                                                           step_limit=total_steps_for(cfg, len(train_ids)))
     torch.manual_seed(cfg.seed)
     batcher = make_batcher(cfg.train.batching, train_ids, cfg.train.batch_size, cfg.train.seq_length, cfg.seed,
                            dist.rank, dist.world_size)
     model = CharRNN(len(vocab), cfg.model).to(dev)
     optimizer = build_optimizer(cfg, model)
-    step, best_val, elapsed_before, hidden = 0, float("inf"), 0.0, None
+    step, best_val, hidden = 0, float("inf"), None
     window_loss, window_steps = 0.0, 0  # train losses since the last eval, for its metrics line
     if checkpoint:
         try:
@@ -287,6 +291,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         tracker.message("note: the validation split is empty; evaluating on the training text")
     if compile_note:
         tracker.message(compile_note)
+    if auto_note:
+        tracker.message(auto_note)
     clock = Stopwatch(elapsed_before)
     first_char = vocab.chars[int(train_ids[0])]
     chars_per_step = cfg.train.batch_size * cfg.train.seq_length
