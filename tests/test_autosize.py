@@ -229,18 +229,18 @@ def test_probe_keeps_within_its_share_of_the_budget(tmp_path, monkeypatch):
     vm = VirtualMachine(monkeypatch, lambda width: width / 100)  # 80 ms a step at width 8, 120 ms at 12
     monkeypatch.setattr(autosize, "TARGET_CHARS_PER_PARAM", 0.0)  # every width would do: only time stops it
     cpu = torch.device("cpu")
-    # 50 s: 2.5 s to probe. 8 takes 0.64 s; 12 is predicted at 9 steps x 80 ms x 1625/837 parameters = 1.4 s,
-    # and fits; 16 (9 x 120 ms x 2669/1625 = 1.8 s more) would not, so it is never started
+    # 50 s: 2.5 s to probe after the first step. 8 takes 0.64 s; 12 is predicted at 9 steps x 80 ms x 1625/837
+    # parameters = 1.4 s, and fits; 16 (9 x 120 ms x 2669/1625 = 1.8 s more) would not, so it is never started
     result = autosize.probe(cfg, ids, vocab_size, cpu, "fp32", 50.0, candidates=(8, 12, 16, 24))
     assert [m.width for m in result.measured] == [8, 12]
     assert vm.steps == [8] * STEPS_PER_WIDTH + [12] * STEPS_PER_WIDTH
     assert result.seconds == pytest.approx(1.6)
-    # 10 s: 0.5 s to probe, less than one width's 8 steps: it stops midway, after at most one step too many,
-    # and the timed steps it took give the speed
+    # 7 s: 0.35 s after the first step, less than one width's 8 steps: it stops midway, after at most one step
+    # too many, and the 4 timed steps it took give the speed
     vm.now, vm.steps = 0.0, []
-    result = autosize.probe(cfg, ids, vocab_size, cpu, "fp32", 10.0, candidates=(8, 12, 16, 24))
-    assert vm.steps == [8] * 7 and result.steps == 7
-    assert result.seconds <= autosize.PROBE_SHARE * 10.0 + 0.08
+    result = autosize.probe(cfg, ids, vocab_size, cpu, "fp32", 7.0, candidates=(8, 12, 16, 24))
+    assert vm.steps == [8] * 6 and result.steps == 6
+    assert result.seconds <= 0.08 + autosize.PROBE_SHARE * 7.0 + 0.08
     assert result.measured == [Measurement(8, pytest.approx(300.0), 837)]
 
 
@@ -260,6 +260,16 @@ def test_resolve_auto_fills_every_auto_and_says_why(tmp_path, monkeypatch):
     res = resolve_auto(explicit, ids, vocab_size, torch.device("cpu"), "fp32")
     assert (res.cfg.model.embedding_dim, res.cfg.model.dropout, res.cfg.train.lr, res.seconds) == (256, 0.1, 0.006, 0)
     assert res.message == "auto: dropout=0.1, lr=0.006 for hidden_size=256"
+
+
+def test_a_machine_too_slow_to_time_any_width_gets_the_narrowest(tmp_path, monkeypatch):
+    cfg = auto_config(tmp_path, time_budget=1)
+    ids, vocab_size = corpus_of(cfg)
+    VirtualMachine(monkeypatch, lambda width: width / 100)  # 80 ms a step; 1 s leaves 50 ms after the first
+    res = resolve_auto(cfg, ids, vocab_size, torch.device("cpu"), "fp32", candidates=(8, 12, 16),
+                       step_limit=None)
+    assert res.cfg.model.hidden_size == 8
+    assert "too slow to time a width in 5% of the budget; probed 0 widths" in res.message
 
 
 # -- a whole auto run ---------------------------------------------------------------------------------------
