@@ -213,7 +213,7 @@ def _train_step(model, optimizer, scaler, batcher, hidden, cfg: Config, device, 
 
 
 def _about(x: float) -> str:
-    """61234 -> '61k', 6.1e6 -> '6.1M': two significant digits."""
+    """61234 -> '61k', 6.1e6 -> '6.1M', 0.354 -> '0.35': two significant digits."""
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if x >= scale:
             return f"{float(f'{x / scale:.2g}'):g}{suffix}"
@@ -240,7 +240,7 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
     if result.measured:
         pick = choose(result.measured, seconds_left, char_limit)
         reason = (f"≈{_about(pick.chars_per_sec)} chars/s here, ≈{_about(pick.chars)} chars in the budget, "
-                  f"{pick.chars_per_param:.2g} chars/parameter")
+                  f"{_about(pick.chars_per_param)} chars/parameter")
         width = pick.width
     else:  # not one width could be timed within the share of the budget: the narrowest it is
         width = min(CANDIDATE_WIDTHS if candidates is None else candidates)
@@ -256,7 +256,7 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
 def _followers(before: Config, after: Config) -> str:
     """'dropout=0.1, lr=0.006': the settings that followed the width."""
     parts = []
-    if is_auto(before.model.embedding_dim) and before.model.tie_weights is False:
+    if is_auto(before.model.embedding_dim) and not before.model.tie_weights:
         parts.append(f"embedding_dim={after.model.embedding_dim}")
     if is_auto(before.model.dropout):
         parts.append(f"dropout={after.model.dropout:g}")
