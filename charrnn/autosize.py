@@ -271,6 +271,8 @@ _AUTO_KEYS = (("model", "hidden_size"), ("model", "embedding_dim"), ("model", "d
 def keep_resolved(cfg: Config, saved: dict) -> Config:
     """On resume: each `auto` takes the value the run resolved when it started (its checkpoint's config), so
     `--set model.hidden_size=auto` on --resume means "as before" rather than a different model."""
+    if not isinstance(saved, dict):
+        return cfg  # a foreign config: the resume check that follows refuses it
     for section, key in _AUTO_KEYS:
         value = saved.get(section, {}).get(key) if isinstance(saved.get(section), dict) else None
         if is_auto(getattr(getattr(cfg, section), key)) and value is not None and not is_auto(value):
