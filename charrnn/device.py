@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import platform
+from pathlib import Path
 
 import torch
 
@@ -53,6 +55,33 @@ def bf16_supported(device: torch.device, cell: str = "lstm") -> bool:
 def native_cpu_bf16() -> bool:
     """Whether this CPU computes in bf16 natively (oneDNN: avx512_bf16 or AMX)."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info() -> dict:
+    """This CPU for benchmark rows: model name, torch's vector ISA, the bf16 flags it reports (Linux
+    /proc/cpuinfo) and whether oneDNN computes bf16 natively here."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's lines
+    except OSError:
+        pass
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name") or platform.processor() or platform.machine(),
+            "isa": torch.backends.cpu.get_cpu_capability(),
+            "bf16_flags": [f for f in _BF16_FLAGS if f in flags], "native_bf16": native_cpu_bf16()}
+
+
+def describe_cpu() -> str:
+    """'AMD EPYC, AVX512, bf16 flags avx512_bf16 (native bf16)': one line for benchmark output."""
+    info = cpu_info()
+    flags = ", ".join(info["bf16_flags"]) or "none"
+    native = "native bf16" if info["native_bf16"] else "no native bf16"
+    return f"{info['model']}, {info['isa']}, bf16 flags {flags} ({native})"
 
 
 def resolve_precision(precision: str, device: torch.device, cell: str = "lstm") -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charrnn import distributed, runstatus
+from charrnn import autosize, distributed, runstatus
 from charrnn.checkpoint import RunPaths, atomic_write, load_checkpoint, prepare_run_dir, save_checkpoint
 from charrnn.config import Config, apply_overrides, config_from_dict, config_yaml, read_yaml
 from charrnn.data import EncodedCorpus, load_corpus, make_batcher
@@ -175,7 +175,9 @@ class Trainer:
                             f"{dist.world_size} processes; use a multiple of the process count so every rank "
                             "gets the same rows")
         root = Path(run_dir) if run_dir is not None else Path(cfg.log.dir) / cfg.name
-        saved = _resume_checkpoint(root, cfg) if resume else None
+        saved = None
+        if resume:
+            cfg, saved = _resume_checkpoint(root, cfg)
         dev = dist.device(resolve_device(device or cfg.train.device))
         precision = resolve_precision(cfg.train.precision, dev, cfg.model.cell)
         if cfg.train.threads:
@@ -184,6 +186,10 @@ class Trainer:
         # One process per node encodes the corpus into the cache; the others then map the same id file.
         corpus = dist.node_first(lambda: open_corpus(cfg, vocab, quiet=quiet or not dist.is_main))
         splits = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)
+        # model.hidden_size: auto and friends: probe this machine now; the probe's seconds count inside the budget.
+        step_limit = total_steps_for(cfg, len(splits["train"]))
+        cfg, auto_note, probe_s = autosize.resolve_auto(cfg, splits["train"], len(corpus.vocab), dev, precision,
+                                                        dist=dist, step_limit=step_limit)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         batcher = make_batcher(cfg.train.batching, splits["train"], cfg.train.batch_size, cfg.train.seq_length,
                                cfg.seed, dist.rank, dist.world_size)
@@ -192,7 +198,7 @@ class Trainer:
         scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")  # fp16 gradients need loss scaling
         if dist.rank:
             torch.manual_seed(_rank_seed(cfg.seed, dist.rank))  # each rank draws its own dropout masks
-        state = TrainState()
+        state = TrainState(elapsed=probe_s)
         if saved:
             state = _restore(saved, model, optimizer, batcher, scaler, dev, dist, root)
         discard = None if resume else "contents" if root.is_dir() and not any(root.iterdir()) else "folder"
@@ -203,9 +209,7 @@ class Trainer:
         trainer = cls(cfg, dist=dist, paths=paths, dev=dev, precision=precision, vocab=corpus.vocab, splits=splits,
                       model=model, optimizer=optimizer, batcher=batcher, scaler=scaler, state=state,
                       discard_on_failure=discard, quiet=quiet)
-        note = emulated_bf16_note(precision, dev, cfg.model.cell)
-        if note:
-            trainer.notes.insert(0, note)
+        trainer.notes += [note for note in (emulated_bf16_note(precision, dev, cfg.model.cell), auto_note) if note]
         return trainer
 
     @contextmanager
@@ -441,14 +445,15 @@ def _reason(exc: BaseException) -> str:
 
 # -- setup helpers -----------------------------------------------------------------------------------------
 
-def _resume_checkpoint(root: Path, cfg: Config) -> dict:
-    """last.pt of the run folder, checked against the config the resume asks for."""
+def _resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
+    """The config to resume with (an auto keeps what the run chose) and last.pt, checked against each other."""
     paths = RunPaths(root)
     if not paths.has_checkpoint():
         raise UserError(f"cannot resume: {paths.last} does not exist; train without --resume first")
     saved = load_checkpoint(paths.last)
+    cfg = autosize.keep_resolved(cfg, saved["config"])
     _check_resumable(saved["config"], cfg)
-    return saved
+    return cfg, saved
 
 
 def _restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch.device,

@@ -153,7 +153,7 @@ def _fields():
 
 
 FIELDS = _fields()
-_WORD = st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=10)
+_WORD = st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=10).filter(lambda w: w != "auto")
 
 
 def _base_type(tp):

@@ -17,7 +17,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from charrnn import distributed
+from charrnn import autosize, distributed
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import config_from_dict
 from charrnn.errors import UserError
@@ -149,3 +149,18 @@ def test_torchrun_with_dropout_draws_masks_per_rank_and_resumes_exactly(tmp_path
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_ranks_agree_on_an_auto_width(tmp_path):
+    """Each rank probes its own rows on its own clock; speeds and stops are agreed over the ranks (one
+    collective per width and one at the end), so every rank builds the same model (DDP refuses different
+    shapes) and config.yaml holds the one resolved width: with 4 steps of 32 characters, the narrowest."""
+    config = write_config(tmp_path, time_budget=1000, max_steps=4)
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["model"].update(hidden_size="auto", embedding_dim="auto", tie_weights=True)
+    raw["log"].update(tensorboard=False, sample_every=0)
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    torchrun("--config", str(config), "--run-dir", str(tmp_path / "auto"))
+    saved = yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text(encoding="utf-8"))
+    assert saved["model"]["hidden_size"] == saved["model"]["embedding_dim"] == min(autosize.CANDIDATE_WIDTHS)
+    assert load_checkpoint(tmp_path / "auto" / "checkpoints" / "last.pt")["step"] == 4
