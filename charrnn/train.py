@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import distributed
-from charrnn.checkpoint import RunPaths, atomic_write, load_checkpoint, prepare_run_dir, save_checkpoint
+from charrnn.checkpoint import RunPaths, atomic_write, load_resume_checkpoint, prepare_run_dir, save_checkpoint
 from charrnn.config import Config, apply_overrides, config_from_dict, config_yaml, read_yaml
 from charrnn.data import EncodedCorpus, load_corpus, make_batcher
 from charrnn.device import autocast, resolve_device, resolve_precision
@@ -222,7 +222,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     checkpoint = None
     if resume:
         paths = prepare_run_dir(run_root, resume=True)
-        checkpoint = load_checkpoint(paths.last)
+        checkpoint = load_resume_checkpoint(paths)  # a damaged last.pt: the error names an intact one
         _check_resumable(checkpoint["config"], cfg)
     dev = resolve_device(device or cfg.train.device)
     dev = dist.device(dev)
