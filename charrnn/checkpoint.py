@@ -23,6 +23,7 @@ import torch
 import xxhash
 
 from charrnn.errors import TrainingFailed, UserError
+from charrnn.runlock import LOCK_NAME
 
 FORMAT = "charrnn-checkpoint"
 # 2 adds the digest. Version 1 files (written before it) are still read, unverified: refusing them would strand
@@ -82,7 +83,7 @@ class RunPaths:
 
 def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
     """Check that a run folder may be used as asked; create it (not on resume). Nothing is deleted
-    except a previous charrnn run under --overwrite."""
+    except a previous charrnn run under --overwrite, whose folder stays (with the caller's lock file in it)."""
     paths = RunPaths(Path(root))
     if resume:
         if not paths.has_checkpoint():
@@ -99,10 +100,15 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
                 f"run folder {paths.root} already holds a run; pass --resume to continue it, "
                 "--overwrite to start again, or --name to pick another"
             )
-        if overwrite and any(paths.root.iterdir()):
+        entries = [p for p in paths.root.iterdir() if p.name != LOCK_NAME]  # the lock is the caller's: kept
+        if overwrite and entries:
             if not (paths.config.exists() or paths.checkpoints.exists()):
                 raise UserError(f"--overwrite refused: {paths.root} is not a charrnn run folder; choose another name")
-            shutil.rmtree(paths.root)
+            for entry in entries:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
     try:
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

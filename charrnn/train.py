@@ -25,6 +25,7 @@ from charrnn.device import autocast, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import Metrics, evaluate
 from charrnn.model import CharRNN, detach_hidden, select_hidden
+from charrnn.runlock import hold_run_folder
 from charrnn.sampling import SamplingOptions, sample_text
 from charrnn.tracking import FileProgress, Stopwatch, Tracker
 from charrnn.vocab import Vocab
@@ -212,8 +213,16 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     """Train a model as the config says, writing checkpoints, metrics and TensorBoard logs into the run folder.
 
     With resume=True the run folder's own config and last.pt are used (cfg only supplies overrides such
-    as a longer max_steps) and the run continues exactly where it stopped.
+    as a longer max_steps) and the run continues exactly where it stopped. A run folder that another live
+    process is training is refused before anything in it is written or deleted.
     """
+    run_root = Path(run_dir) if run_dir is not None else Path(cfg.log.dir) / cfg.name
+    with hold_run_folder(run_root, create=not resume, enabled=distributed.context().is_main):
+        return _train(cfg, run_dir=run_root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
+
+
+def _train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+           quiet: bool = False, device: str | None = None) -> RunResult:
     dist = distributed.context()
     if cfg.train.batch_size % dist.world_size:
         raise UserError(f"train.batch_size={cfg.train.batch_size} does not split evenly over {dist.world_size} "
