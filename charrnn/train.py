@@ -23,13 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import autosize, distributed, runstatus
-from charrnn.checkpoint import RunPaths, atomic_write, load_checkpoint, prepare_run_dir, save_checkpoint
+from charrnn.checkpoint import RunPaths, atomic_write, load_resume_checkpoint, prepare_run_dir, save_checkpoint
 from charrnn.config import Config, apply_overrides, config_from_dict, config_yaml, read_yaml
 from charrnn.data import EncodedCorpus, load_corpus, make_batcher
 from charrnn.device import autocast, emulated_bf16_note, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import Metrics, evaluate
 from charrnn.model import CharRNN, Hidden, detach_hidden, select_hidden
+from charrnn.runlock import LOCK_NAME, hold_run_folder
 from charrnn.sampling import SamplingOptions, sample_text
 from charrnn.tracking import FileProgress, Stopwatch, Tracker
 from charrnn.vocab import Vocab
@@ -66,8 +67,15 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     With resume=True the run folder's own config and last.pt are used (cfg only supplies overrides such
     as a longer max_steps) and the run continues exactly where it stopped.
     """
-    trainer = Trainer.setup(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
-    t, state = cfg.train, trainer.state
+    root = Path(run_dir) if run_dir is not None else Path(cfg.log.dir) / cfg.name
+    # One writer per run folder: a second trainer is refused before anything in the folder is touched.
+    with hold_run_folder(root, create=not resume, enabled=distributed.context().is_main):
+        return _train(cfg, root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
+
+
+def _train(cfg: Config, root: Path, *, resume: bool, overwrite: bool, quiet: bool, device: str | None) -> RunResult:
+    trainer = Trainer.setup(cfg, root=root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
+    t, state = trainer.cfg.train, trainer.state
     with trainer.session() as signals:
         stopped_by = trainer.stop_reason(time_up=trainer.agreed_out_of_time())
         while stopped_by is None:
@@ -141,8 +149,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, *, dist: distributed.DistContext, paths: RunPaths, dev: torch.device,
                  precision: str, vocab: Vocab, splits: dict, model: CharRNN, optimizer: torch.optim.Optimizer,
-                 batcher, scaler: torch.amp.GradScaler, state: TrainState, discard_on_failure: str | None,
-                 quiet: bool):
+                 batcher, scaler: torch.amp.GradScaler, state: TrainState, discard_on_failure: bool, quiet: bool):
         self.cfg, self.dist, self.paths, self.dev, self.precision = cfg, dist, paths, dev, precision
         self.model, self.optimizer, self.batcher, self.scaler, self.state = model, optimizer, batcher, scaler, state
         self.vocab = vocab
@@ -152,8 +159,8 @@ class Trainer:
             self.val_ids, self.val_name = self.train_ids, "train"  # tiny corpora: score the training text
         self.first_char = self.vocab.chars[int(self.train_ids[0])]
         self.total_steps = total_steps_for(cfg, len(self.train_ids))
-        # What a failure before the first checkpoint removes: the folder this session made ("folder"), or only
-        # what it wrote into a folder that was there and empty ("contents"); never anything on resume.
+        # A new run that fails before its first checkpoint takes back what it wrote (the lock then removes a
+        # folder it made); a resumed one never discards anything.
         self.discard_on_failure, self.quiet = discard_on_failure, quiet
         self.hidden = _rank_rows(_hidden_to(state.hidden, dev), dist)  # this rank's rows of the carried state
         self.forward, self.notes = _maybe_compile(dist.wrap(model), cfg.train.compile, dev)
@@ -166,7 +173,7 @@ class Trainer:
 
     # -- setup --------------------------------------------------------------------------------------------
     @classmethod
-    def setup(cls, cfg: Config, *, run_dir: str | Path | None, resume: bool, overwrite: bool, quiet: bool,
+    def setup(cls, cfg: Config, *, root: Path, resume: bool, overwrite: bool, quiet: bool,
               device: str | None) -> Trainer:
         """Check everything that can be wrong before the run folder is touched, then prepare it."""
         dist = distributed.context()
@@ -174,7 +181,6 @@ class Trainer:
             raise UserError(f"train.batch_size={cfg.train.batch_size} does not split evenly over "
                             f"{dist.world_size} processes; use a multiple of the process count so every rank "
                             "gets the same rows")
-        root = Path(run_dir) if run_dir is not None else Path(cfg.log.dir) / cfg.name
         saved = None
         if resume:
             cfg, saved = _resume_checkpoint(root, cfg)
@@ -201,14 +207,13 @@ class Trainer:
         state = TrainState(elapsed=probe_s)
         if saved:
             state = _restore(saved, model, optimizer, batcher, scaler, dev, dist, root)
-        discard = None if resume else "contents" if root.is_dir() and not any(root.iterdir()) else "folder"
         if resume:
             paths = prepare_run_dir(root, resume=True)
         else:
             paths = prepare_run_dir(root, overwrite=overwrite) if dist.is_main else RunPaths(root)
         trainer = cls(cfg, dist=dist, paths=paths, dev=dev, precision=precision, vocab=corpus.vocab, splits=splits,
                       model=model, optimizer=optimizer, batcher=batcher, scaler=scaler, state=state,
-                      discard_on_failure=discard, quiet=quiet)
+                      discard_on_failure=not resume, quiet=quiet)
         trainer.notes += [note for note in (emulated_bf16_note(precision, dev, cfg.model.cell), auto_note) if note]
         return trainer
 
@@ -240,7 +245,7 @@ class Trainer:
             self._end("failed", self.state.step, _reason(exc))
             if self.discard_on_failure and not self.checkpoints_written and dist.is_main:
                 self._close_tracker()
-                _discard(paths.root, keep_folder=self.discard_on_failure == "contents")
+                _discard_contents(paths.root)
             raise
         finally:
             self._close_tracker()
@@ -426,12 +431,11 @@ class Trainer:
             self.tracker = None
 
 
-def _discard(root: Path, keep_folder: bool) -> None:
-    """Remove what a failed session made in its run folder (and the folder itself unless it was there before)."""
-    if not keep_folder:
-        shutil.rmtree(root, ignore_errors=True)
-        return
+def _discard_contents(root: Path) -> None:
+    """Remove what a failed new run wrote into its folder (all but the lock, which its holder removes)."""
     for child in root.iterdir():
+        if child.name == LOCK_NAME:
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child, ignore_errors=True)
         else:
@@ -450,7 +454,7 @@ def _resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
     paths = RunPaths(root)
     if not paths.has_checkpoint():
         raise UserError(f"cannot resume: {paths.last} does not exist; train without --resume first")
-    saved = load_checkpoint(paths.last)
+    saved = load_resume_checkpoint(paths)  # a damaged last.pt: the error names an intact checkpoint
     cfg = autosize.keep_resolved(cfg, saved["config"])
     _check_resumable(saved["config"], cfg)
     return cfg, saved
