@@ -135,8 +135,8 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
             if not is_run_dir(paths.root):
                 foreign = _foreign_entries(paths.root) or entries
                 raise UserError(f"{paths.root} is not an empty folder or a charrnn run folder (it holds "
-                                f"{_listing(foreign)}); charrnn writes runs only into a new or empty folder: "
-                                "choose another --name or --run-dir")
+                                f"{_listing(foreign)}); charrnn writes a run only into a new folder, an empty one "
+                                "or a run folder it made: choose another --name or --run-dir")
             started = paths.has_checkpoint() or paths.metrics.exists()
             if started and not overwrite:
                 raise UserError(
