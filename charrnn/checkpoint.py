@@ -63,7 +63,7 @@ MARKER = ".charrnn-run"  # written into every run folder charrnn creates: {"tool
 # What charrnn writes into a run folder: a folder from before the marker is recognised by these names alone.
 _LEGACY_REQUIRED = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl")
 _RUN_ENTRIES = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl", "events.out.tfevents.*",
-                "projector_config.pbtxt", "[0-9][0-9][0-9][0-9][0-9]*", ".*.tmp-*", MARKER)
+                "projector_config.pbtxt", ".*.tmp-*", MARKER)  # and TensorBoard projector folders, named by step
 _CHECKPOINT_ENTRIES = ("*.pt", ".*.tmp-*")
 
 
@@ -77,7 +77,8 @@ def _marked(root: Path) -> bool:
 
 def _foreign_entries(root: Path) -> list[str]:
     """Entries of a run folder that charrnn does not write (relative names)."""
-    foreign = [p.name for p in root.iterdir() if not any(fnmatch.fnmatchcase(p.name, pat) for pat in _RUN_ENTRIES)]
+    foreign = [p.name for p in root.iterdir()
+               if not (any(fnmatch.fnmatchcase(p.name, pat) for pat in _RUN_ENTRIES) or p.name.isdigit())]
     checkpoints = root / "checkpoints"
     if checkpoints.is_dir() and not checkpoints.is_symlink():
         foreign += [f"checkpoints/{p.name}" for p in checkpoints.iterdir()

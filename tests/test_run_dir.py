@@ -82,8 +82,10 @@ def test_a_real_run_folder_is_still_overwritten(make_config, tmp_path):
 
 
 def test_a_run_folder_from_before_the_marker_is_still_recognised(make_config, tmp_path):
-    cfg = make_config(train={"max_steps": 10}, log={"tensorboard": True})
+    cfg = make_config(train={"max_steps": 10}, model={"encoding": "embedding", "embedding_dim": 4},
+                      log={"tensorboard": True})
     run = train(cfg, quiet=True).run_dir
+    assert (run / "projector_config.pbtxt").is_file()  # TensorBoard's projector files are charrnn's too
     (run / MARKER).unlink()  # as charrnn wrote run folders before the marker
     assert is_run_dir(run)
     with pytest.raises(UserError, match="already holds a run"):
