@@ -8,7 +8,9 @@ lost byte is refused instead of loading other weights.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -82,9 +84,67 @@ class RunPaths:
         return self.last.is_file()
 
 
+MARKER = ".charrnn-run"  # written into every run folder charrnn creates: {"tool": "charrnn", "version": ...}
+
+# What charrnn writes into a run folder: a folder from before the marker is recognised by these names alone.
+_LEGACY_REQUIRED = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl")
+# (and TensorBoard projector folders, named by step)
+_RUN_ENTRIES = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl", "events.out.tfevents.*",
+                "projector_config.pbtxt", ".*.tmp-*", "status.json", LOCK_NAME, MARKER)
+_CHECKPOINT_ENTRIES = ("*.pt", ".*.tmp-*")
+
+
+def _marked(root: Path) -> bool:
+    try:
+        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("tool") == "charrnn"
+
+
+def _foreign_entries(root: Path) -> list[str]:
+    """Entries of a run folder that charrnn does not write (relative names)."""
+    foreign = [p.name for p in root.iterdir()
+               if not (any(fnmatch.fnmatchcase(p.name, pat) for pat in _RUN_ENTRIES) or p.name.isdigit())]
+    checkpoints = root / "checkpoints"
+    if checkpoints.is_dir() and not checkpoints.is_symlink():
+        foreign += [f"checkpoints/{p.name}" for p in checkpoints.iterdir()
+                    if not any(fnmatch.fnmatchcase(p.name, pat) for pat in _CHECKPOINT_ENTRIES)]
+    elif checkpoints.exists():
+        foreign.append("checkpoints")
+    return sorted(foreign)
+
+
+def is_run_dir(root: str | Path) -> bool:
+    """Whether charrnn made this folder: it holds charrnn's marker file, or (a run from before the marker)
+    config.yaml, vocab.json, checkpoints/ and metrics.jsonl and nothing that charrnn does not write."""
+    root = Path(root)
+    if not root.is_dir():
+        return False
+    if _marked(root):
+        return True
+    return all((root / name).exists() for name in _LEGACY_REQUIRED) and not _foreign_entries(root)
+
+
+def mark_run_dir(root: str | Path) -> None:
+    """Write the marker that makes a folder recognisable as a charrnn run (and so replaceable by --overwrite)."""
+    from charrnn import __version__
+
+    text = json.dumps({"tool": "charrnn", "version": __version__}) + "\n"
+    atomic_write(Path(root) / MARKER, lambda f: f.write(text.encode("utf-8")))
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
-    """Check that a run folder may be used as asked; create it (not on resume). Nothing is deleted
-    except a previous charrnn run under --overwrite, whose folder stays (with the caller's lock file in it)."""
+    """Check that a run folder may be used as asked; create and mark it (not on resume).
+
+    Training writes only into a new folder, an empty one or a charrnn run folder; --overwrite deletes
+    only a charrnn run folder's contents (the folder stays, with the caller's lock file in it). Anything
+    else is a UserError, and nothing is touched."""
     paths = RunPaths(Path(root))
     if resume:
         if not paths.has_checkpoint():
@@ -92,26 +152,41 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
         for debris in paths.checkpoints.glob(".*.tmp-*"):  # a write that was killed midway (see atomic_write)
             debris.unlink(missing_ok=True)
         return paths
-    if paths.root.exists():
+    if paths.root.exists() or paths.root.is_symlink():
         if not paths.root.is_dir():
             raise UserError(f"run folder {paths.root} is a file; choose another --name or --run-dir")
-        started = paths.has_checkpoint() or paths.metrics.exists()
-        if started and not overwrite:
-            raise UserError(
-                f"run folder {paths.root} already holds a run; pass --resume to continue it, "
-                "--overwrite to start again, or --name to pick another"
-            )
-        entries = [p for p in paths.root.iterdir() if p.name != LOCK_NAME]  # the lock is the caller's: kept
-        if overwrite and entries:
-            if not (paths.config.exists() or paths.checkpoints.exists()):
-                raise UserError(f"--overwrite refused: {paths.root} is not a charrnn run folder; choose another name")
-            for entry in entries:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+        try:
+            entries = sorted(p.name for p in paths.root.iterdir() if p.name != LOCK_NAME)  # the caller's lock
+        except OSError as exc:
+            raise UserError(f"cannot read the run folder {paths.root} ({exc.strerror or exc}); "
+                            "choose another --name or --run-dir") from None
+        if entries:
+            if not is_run_dir(paths.root):
+                foreign = _foreign_entries(paths.root) or entries
+                raise UserError(f"{paths.root} is not an empty folder or a charrnn run folder (it holds "
+                                f"{_listing(foreign)}); charrnn writes a run only into a new folder, an empty one "
+                                "or a run folder it made: choose another --name or --run-dir")
+            started = paths.has_checkpoint() or paths.metrics.exists()
+            if started and not overwrite:
+                raise UserError(
+                    f"run folder {paths.root} already holds a run; pass --resume to continue it, "
+                    "--overwrite to start again, or --name to pick another"
+                )
+            if overwrite:
+                if paths.root.is_symlink():
+                    raise UserError(f"--overwrite refused: {paths.root} is a symbolic link; "
+                                    "pass the folder it points to, or another --run-dir")
+                for entry in paths.root.iterdir():
+                    if entry.name == LOCK_NAME:
+                        continue
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
     try:
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        if not _marked(paths.root):
+            mark_run_dir(paths.root)
     except OSError as exc:
         raise UserError(f"cannot create the run folder {paths.root} ({exc.strerror or exc}); "
                         "choose another log.dir, --name or --run-dir") from None
@@ -189,8 +264,8 @@ def _feed(hasher: Any, value: Any) -> None:
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Save a checkpoint dict atomically, stamped with format, version and a digest of all of it; a failed write
     (say a full disk) is a TrainingFailed and leaves the previous file as it was."""
-    stamped = {"format": FORMAT, "version": VERSION, **state}
-    stamped["digest"] = state_digest(stamped)
+    stamped = {"format": FORMAT, "version": VERSION, **{k: v for k, v in state.items() if k != "digest"}}
+    stamped["digest"] = state_digest(stamped)  # over everything else, a loaded state's old digest not included
     try:
         atomic_write(path, lambda f: torch.save(stamped, f))
     except OSError as exc:

@@ -159,6 +159,10 @@ def _metrics_table(title: str, metrics, extra_column: str, extra_value: str) -> 
     return table
 
 
+_PRECISION_HELP = ("fp32 (default) | bf16 | fp16 (GPU) | auto (bf16 where native). Independent of the precision "
+                   "the run was trained in.")
+
+
 def _load_run(run: Path, checkpoint: str, device: str | None):
     from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
     from charrnn.device import resolve_device
@@ -182,34 +186,37 @@ def sample(
     top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus: smallest set with mass >= P.")] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the likeliest character.")] = False,
     num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Independent samples, one batch.")] = 1,
-    stop: Annotated[str | None, typer.Option("--stop", help="End each sample at this string (\\n escapes ok).")]
-    = None,
+    stop: Annotated[str | None, typer.Option("--stop", help="End each sample at this string; escapes \\n \\t \\\\ "
+                                             "\\xHH \\uHHHH are read.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Make the output reproducible.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"samples\": [...], \"chars_per_sec\": ...}.")]
     = False,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help=_PRECISION_HELP)] = "fp32",
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is produced.
 
     Example: charrnn sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8 --top-p 0.95
     """
     from charrnn.data import read_text
-    from charrnn.sampling import SamplingOptions, StopFilter, generate
+    from charrnn.device import inference_precision
+    from charrnn.sampling import SamplingOptions, StopFilter, decode_escapes, generate
 
     opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
     if prime is not None and prime_file is not None:
         raise UserError("pass --prime or --prime-file, not both")
-    state, model, vocab, _, dev = _load_run(run, checkpoint, device)
+    stop = decode_escapes(stop) if stop else None
+    state, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
+    precision = inference_precision(precision, dev, cfg.model.cell)
     if prime_file is not None:
         prime = read_text(prime_file)
     if prime is None:
         prime = state.get("first_char") or vocab.chars[0]
     if prime == "":
         raise UserError("the prime text is empty; pass at least one character with --prime")
-    stop = stop.encode("utf-8").decode("unicode_escape") if stop and "\\" in stop else stop
     vocab.encode(prime)  # a character outside the vocabulary is named before any output
-    filters = [StopFilter(stop) for _ in range(num_samples)]
+    filters = [StopFilter(stop, prime) for _ in range(num_samples)]
     texts = [prime] * num_samples
     stream = num_samples == 1 and not as_json
     out = sys.stdout
@@ -220,7 +227,7 @@ def sample(
             out.write(prime)
             out.flush()
         for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
-                              seed=seed, device=dev):
+                              seed=seed, device=dev, precision=precision):
             generated += num_samples
             pieces = [f.feed(c) for f, c in zip(filters, chars, strict=True)]
             if stream:
@@ -257,19 +264,21 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help=_PRECISION_HELP)] = "fp32",
 ) -> None:
     """Report loss (nats/char), bits per character, perplexity and accuracy on held-out text.
 
     Example: charrnn eval runs/shakespeare --split val --json
     """
     from charrnn.data import read_text
-    from charrnn.device import resolve_precision
+    from charrnn.device import inference_precision
     from charrnn.evaluate import evaluate
     from charrnn.train import open_corpus
 
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got {split!r}")
     _, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
+    precision = inference_precision(precision, dev, cfg.model.cell)
     if data is not None:
         ids, source = vocab.encode(read_text(data)), str(data)
     else:
@@ -280,7 +289,7 @@ def eval_(
         if len(ids) < 2:
             raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
                             "use --split train or --data FILE")
-    metrics = evaluate(model, ids, device=dev, precision=resolve_precision(cfg.train.precision, dev, cfg.model.cell))
+    metrics = evaluate(model, ids, device=dev, precision=precision)
     if as_json:
         print(json.dumps(metrics.to_dict()))
         return

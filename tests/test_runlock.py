@@ -17,7 +17,7 @@ from test_checkpoint import one_line_error
 from test_resume import TEXT, assert_same_state, train_until_killed
 from typer.testing import CliRunner
 
-from charrnn.checkpoint import load_checkpoint, prepare_run_dir
+from charrnn.checkpoint import MARKER, load_checkpoint, prepare_run_dir
 from charrnn.cli import app
 from charrnn.config import save_config
 from charrnn.errors import UserError
@@ -102,11 +102,12 @@ def test_overwrite_deletes_the_old_run_but_keeps_the_lock(tmp_path):
     root = tmp_path / "run"
     (root / "checkpoints").mkdir(parents=True)
     (root / "config.yaml").write_text("old")
+    (root / "vocab.json").write_text("{}")
     (root / "metrics.jsonl").write_text("{}\n")
     with hold_run_folder(root):
         lock = (root / LOCK_NAME).stat()
         prepare_run_dir(root, overwrite=True)
-        assert sorted(p.name for p in root.iterdir()) == [LOCK_NAME, "checkpoints"]
+        assert sorted(p.name for p in root.iterdir()) == [MARKER, LOCK_NAME, "checkpoints"]
         assert os.path.samestat(lock, (root / LOCK_NAME).stat())
         with pytest.raises(UserError, match="is being trained by pid"), hold_run_folder(root):
             pass
