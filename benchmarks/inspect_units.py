@@ -11,8 +11,8 @@ written outside the repository (never commit it).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
-import sys
 import sysconfig
 import time
 from pathlib import Path
@@ -63,7 +63,11 @@ def main() -> None:
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     print(f"page {args.out}: {args.out.stat().st_size:,} bytes in {time.perf_counter() - start:.2f} s (wall)")
-    subprocess.run(["charrnn", "inspect", str(args.run), "--json"], check=True, stdout=sys.stdout)
+    data = json.loads(subprocess.run(["charrnn", "inspect", str(args.run), "--json"], check=True,
+                                     capture_output=True, text=True).stdout)
+    print(f"{data['source']}: mean {data['bpc']:.3f} bpc; units by |r| (L1:37 is h, L1:c37 is tanh(c)):")
+    for prop, units in data["units"].items():
+        print(f"  {prop:<18} " + "  ".join(f"{u['unit']:<8} {u['r']:+.2f}" for u in units))
 
 
 if __name__ == "__main__":

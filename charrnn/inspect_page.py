@@ -63,7 +63,7 @@ TEMPLATE = r"""<!doctype html>
     <label>unit <button id="prev" title="previous unit (left arrow)">&#9664;</button><input id="unit" type="number"
       min="0" value="0"><button id="next" title="next unit (right arrow)">&#9654;</button></label>
     <select id="unitlist" title="all units of the layer"></select>
-    <span id="unit-name"></span>
+    <span id="unit-name"></span> <span class="note">&larr; &rarr; step through units</span>
   </span>
   <span class="legend" id="legend"></span>
 </nav>
@@ -291,7 +291,7 @@ $("mode-surprise").onclick = () => {
 document.addEventListener("keydown", (e) => {
   const tag = e.target.tagName;
   if (tag === "INPUT" || tag === "SELECT" || e.altKey || e.ctrlKey || e.metaKey) return;
-  const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[e.key];
+  const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];  // up and down still scroll
   if (step) {
     e.preventDefault();
     select(state.layer, state.kind, state.unit + step);

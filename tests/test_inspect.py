@@ -312,6 +312,17 @@ def test_page_renders_in_headless_chromium(run_dir, tmp_path):
         assert len(items) == 5 and all(char for char, _ in items)
         assert 0 < sum(float(p) for _, p in items) <= 1
     assert "position 40:" in dom
+    # keyboard and mouse: two right arrows step to unit 5, a click on a character shows its guesses
+    driven = tmp_path / "driven.html"
+    driven.write_text(page.read_text(encoding="utf-8").replace("</body>", """<script>
+      setTimeout(() => {
+        for (const key of ["ArrowRight", "ArrowRight"]) document.dispatchEvent(new KeyboardEvent("keydown", { key }));
+        document.querySelectorAll("#text span")[33].click();
+      }, 200);
+    </script></body>"""), encoding="utf-8")
+    dom_driven = dump_dom(browser, driven, "#unit=L1:3", tmp_path / "profile")
+    assert 'id="unit-name">L1:5<' in dom_driven and "position 33:" in dom_driven
+    assert text_colours(dom_driven) not in (base, text_colours(unit_a))
     # the units table and the gate-saturation plots were drawn
     assert dom.count("<figure>") == 3 and dom.count("<circle") == 3 * 2 * 12
     assert re.search(r'<button data-unit="L\d:c?\d+"', dom)
