@@ -322,13 +322,12 @@ def inspect_(
     from charrnn.checkpoint import atomic_write, resolve_checkpoint
     from charrnn.data import read_text
     from charrnn.inspect import (
-        DEFAULT_LENGTH,
-        check_length,
         describe_model,
         encode_window,
         page_data,
         record,
         render_page,
+        shown_length,
         summary,
         window,
     )
@@ -337,16 +336,11 @@ def inspect_(
         raise UserError("pass one of --text, --file and --split")
     if split is not None:
         _check_split(split)
-    check_length(length or DEFAULT_LENGTH)
-    if text == "":
-        raise UserError("--text is empty; pass at least one character")
-    if text is not None and length is not None and len(text) - start > length:
-        raise UserError(f"--text has {len(text) - start:,} characters after --start but --length is {length:,}; "
-                        "pass a larger --length or a shorter text")
+    length = shown_length(text, start, length)
     if file is not None and file.is_file() and file.stat().st_size == 0:
         raise UserError(f"--file {file} is empty; pass a file with some text")
-    length = length or (max(DEFAULT_LENGTH, len(text) - start) if text is not None else DEFAULT_LENGTH)
-    check_length(length)
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: the folder {out.parent} does not exist; create it or pick another --out")
     state, model, vocab, cfg, _ = _load_run(run, checkpoint, "cpu")
     if text is not None or file is not None:
         shown, warmup = encode_window(vocab, text if text is not None else read_text(file), start, length)

@@ -55,6 +55,24 @@ def _check_window(n: int, start: int, length: int) -> None:
         raise UserError(f"--start {start:,} is past the end of the text ({n:,} characters); pass a smaller --start")
 
 
+def shown_length(text: str | None, start: int, length: int | None) -> int:
+    """How many characters a page shows: --length (default 2,000), or for a --text all of it after --start;
+    more than MAX_LENGTH, an empty text or a text longer than an explicit --length is a UserError."""
+    check_length(length or DEFAULT_LENGTH)
+    if text is None:
+        return length or DEFAULT_LENGTH
+    if text == "":
+        raise UserError("--text is empty; pass at least one character")
+    shown = len(text) - start  # the whole text is shown: a longer one than the page holds is refused, not cut
+    if length is not None and shown > length:
+        raise UserError(f"--text has {shown:,} characters after --start but --length is {length:,}; "
+                        "pass a larger --length or a shorter text")
+    if shown > MAX_LENGTH:
+        raise UserError(f"--text has {shown:,} characters after --start, above the limit of {MAX_LENGTH:,} "
+                        "per page; pass a shorter text, or a file with --file and --start/--length")
+    return length or max(DEFAULT_LENGTH, shown)
+
+
 def check_length(length: int) -> None:
     """Refuse a page longer than MAX_LENGTH characters, naming the limit."""
     if length > MAX_LENGTH:

@@ -232,8 +232,10 @@ def test_page_data_is_compact(run_dir):
     (["--text", "def \u00e9"], ["'\u00e9'", "vocabulary"]),  # named as `sample` names it
     (["--length", MAX_LENGTH + 1], [f"{MAX_LENGTH:,}", "limit"]),
     (["--text", "x" * 30, "--length", 20], ["30", "--length"]),
+    (["--text", "x" * (MAX_LENGTH + 5)], [f"{MAX_LENGTH + 5:,}", f"limit of {MAX_LENGTH:,}"]),
     (["--start", 10 ** 6], ["past the end"]),
     (["--text", "x", "--split", "val"], ["one of"]),
+    (["--out", "/nonexistent-folder/page.html"], ["/nonexistent-folder", "does not exist"]),
 ])
 def test_bad_input_is_one_line(run_dir, args, fragments):
     res = invoke("inspect", run_dir, *args)
