@@ -390,9 +390,14 @@ meta.forEach(([k, v], i) => {
 
 function fromHash() {
   const params = new URLSearchParams(location.hash.slice(1));
-  if (params.has("pos")) {
+  if (params.has("pos")) {  // a shared link to one character: pin it and bring it into view
     const p = parseInt(params.get("pos"), 10);
-    if (p >= 0 && p < T) { state.pos = p; state.pinned = true; }
+    if (p >= 0 && p < T) {
+      state.pos = p;
+      state.pinned = true;
+      const box = spans[p].getBoundingClientRect();
+      if (box.top < 60 || box.bottom > window.innerHeight) spans[p].scrollIntoView({ block: "center" });
+    }
   }
   if (!(params.has("unit") && selectByName(params.get("unit"), true))) {
     state.mode = "surprise";
