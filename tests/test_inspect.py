@@ -216,10 +216,10 @@ def test_page_is_written_self_contained(run_dir, tmp_path):
     assert invoke("inspect", run_dir).exit_code == 0 and (run_dir / "inspect.html").is_file()
 
 
-def test_page_data_is_compact(run_dir):
+def test_page_data_is_compact_and_stays_inside_its_script_element():
     model = tiny_model("lstm")
     ids = np.random.default_rng(0).integers(0, 9, size=50)
-    data = page_data(record(model, ids), "abcdefghi"[0] * 50, list("abcdefghi"), {"run": "r"})
+    data = page_data(record(model, ids), "a" * 50, list("abcdefghi"), {"run": "r"})
     assert data["kinds"] == ["h", "c"]
     assert all(0 <= p <= 10_000 for p in data["top_p"] if p >= 0)
     assert "</script" not in render_page({**data, "text": "</script><b>"}).split('<script id="data"')[1].split(
