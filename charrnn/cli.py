@@ -93,6 +93,11 @@ def _handles_errors(fn):
             if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 speaks for them
                 _err(str(exc))
             raise typer.Exit(1) from None
+        except BrokenPipeError:
+            # The reader went away (e.g. `charrnn inspect RUN --json | head`): stop quietly, and keep Python
+            # from complaining about stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except OSError as exc:  # e.g. the disk filled up while writing logs: the work failed; say what and where
             if _state["debug"]:
                 raise

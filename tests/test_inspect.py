@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -328,3 +329,12 @@ def test_page_renders_in_headless_chromium(run_dir, tmp_path):
     # the units table and the gate-saturation plots were drawn
     assert dom.count("<figure>") == 3 and dom.count("<circle") == 3 * 2 * 12
     assert re.search(r'<button data-unit="L\d:c?\d+"', dom)
+
+
+def test_json_into_a_closed_pipe_exits_cleanly(run_dir):
+    """`charrnn inspect RUN --json | head` ends quietly with exit 0, as sample does (it said 'error: Broken pipe')."""
+    cmd = (f"{sys.executable} -m charrnn inspect {run_dir} --split train --json | head -c 100 > /dev/null; "
+           "echo \"${PIPESTATUS[0]}\"")
+    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "0", res.stderr
+    assert res.stderr == ""
