@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from charrnn.errors import UserError
+from charrnn.errors import UserError, shown
 
 
 def _spec(default: Any, *, choices: tuple | None = None, lo: float | None = None,
@@ -124,21 +124,21 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         or (base is str and isinstance(value, str))
     )
     if not ok:
-        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}")
     if base is float:
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
-            raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
+            raise UserError(f"config key '{key}' must be a finite number, got {shown(value)}")
     choices = meta.get("choices")
     if choices and value not in choices:
-        raise UserError(f"config key '{key}' must be one of {', '.join(choices)}; got {value!r}")
+        raise UserError(f"config key '{key}' must be one of {', '.join(choices)}; got {shown(value)}")
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):
         bound = f"> {lo}" if meta["lo_open"] else f">= {lo}"
-        raise UserError(f"config key '{key}' must be {bound}, got {value!r}")
+        raise UserError(f"config key '{key}' must be {bound}, got {shown(value)}")
     if hi is not None and (value > hi or (meta["hi_open"] and value == hi)):
         bound = f"< {hi}" if meta["hi_open"] else f"<= {hi}"
-        raise UserError(f"config key '{key}' must be {bound}, got {value!r}")
+        raise UserError(f"config key '{key}' must be {bound}, got {shown(value)}")
     return value
 
 
@@ -182,7 +182,7 @@ def _check_whole(cfg: Config) -> None:
                 f"(got encoding={m.encoding}, embedding_dim={m.embedding_dim}, hidden_size={m.hidden_size})"
             )
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
-        raise UserError(f"config key 'name' must be a plain folder name, got {cfg.name!r}")
+        raise UserError(f"config key 'name' must be a plain folder name, got {shown(cfg.name)}")
 
 
 def config_from_dict(raw: Any) -> Config:
@@ -193,7 +193,57 @@ def config_from_dict(raw: Any) -> Config:
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, but 3e-4 and 1e6 are numbers (as in YAML 1.2), not the strings YAML 1.1 makes them."""
+    """PyYAML's safe loader, but 3e-4 and 1e6 are numbers (as in YAML 1.2), not the strings YAML 1.1 makes them,
+    and a key given twice is an error, not a silent loss of the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges defaults that the keys after it may override
+            key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {shown(key_node.value)} at lines {first_line[key]} and {line}; "
+                    "keep one (merge the two into one section)", key_node.start_mark)
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
+
+
+MAX_YAML_VALUES = 100_000  # a config holds about 50; aliases that expand beyond this are a "billion laughs" file
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse, before anything is built, YAML whose aliases expand to more than MAX_YAML_VALUES values: nine
+    levels of nine aliases are 412 bytes that every later walk or echo of the value would expand to 9**9."""
+    sizes: dict[int, int] = {}  # id(node) -> its expanded size; an alias is the same node object again
+
+    def size(node: yaml.Node, open_: set[int]) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a YAML alias refers to a value that contains it; write the config without it",
+                node.start_mark)
+        total = 1
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            open_.add(id(node))
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+            for child in children:
+                total += size(child, open_)
+                if total > MAX_YAML_VALUES:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"its aliases expand to more than {MAX_YAML_VALUES:,} values (a 'billion "
+                        "laughs' file?); a charrnn config needs no aliases of that size", None)
+            open_.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root, set())
 
 
 _Loader.add_implicit_resolver(
@@ -209,11 +259,11 @@ def _load_yaml(text: str) -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split `a.b=value` into (["a", "b"], value), the value parsed as YAML (so 0.01, true, null work)."""
     if "=" not in text:
-        raise UserError(f"--set expects KEY=VALUE (for example train.lr=0.01), got {text!r}")
+        raise UserError(f"--set expects KEY=VALUE (for example train.lr=0.01), got {shown(text)}")
     key, _, raw_value = text.partition("=")
     parts = key.strip().split(".")
     if not all(parts):
-        raise UserError(f"--set expects KEY=VALUE with a dotted key such as train.lr, got {text!r}")
+        raise UserError(f"--set expects KEY=VALUE with a dotted key such as train.lr, got {shown(text)}")
     try:
         value = _load_yaml(raw_value) if raw_value.strip() else ""
     except yaml.YAMLError:
