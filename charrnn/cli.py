@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from charrnn.config import MAX_SEED
 from charrnn.errors import TrainingFailed, UserError
 
 # click's UsageError, whether typer uses click or its own copy of it
@@ -183,7 +184,8 @@ def sample(
     num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Independent samples, one batch.")] = 1,
     stop: Annotated[str | None, typer.Option("--stop", help="End each sample at this string (\\n escapes ok).")]
     = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Make the output reproducible.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, max=MAX_SEED, help="Make the output reproducible.")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"samples\": [...], \"chars_per_sec\": ...}.")]
     = False,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",

@@ -10,13 +10,14 @@ import dataclasses
 import re
 import types
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from charrnn.errors import UserError, shown
+from charrnn.errors import UserError, shorten, shown
 
 
 def _spec(default: Any, *, choices: tuple | None = None, lo: float | None = None,
@@ -24,6 +25,9 @@ def _spec(default: Any, *, choices: tuple | None = None, lo: float | None = None
     """A dataclass field with its allowed values recorded in metadata."""
     meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "doc": doc}
     return field(default=default, metadata=meta)
+
+
+MAX_SEED = 2**63 - 1  # seeds are 64-bit signed integers, as most tools take them; what torch and numpy both accept
 
 
 @dataclass
@@ -85,7 +89,7 @@ class LogConfig:
 @dataclass
 class Config:
     name: str = _spec("run")
-    seed: int = _spec(0)
+    seed: int = _spec(0, lo=0, hi=MAX_SEED)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -129,6 +133,9 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
             raise UserError(f"config key '{key}' must be a finite number, got {shown(value)}")
+    if base is str and "\0" in value:
+        raise UserError(f"config key '{key}' contains a NUL character (\\0) at position {value.index(chr(0))}, "
+                        "which no file or folder name can hold; remove it")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise UserError(f"config key '{key}' must be one of {', '.join(choices)}; got {shown(value)}")
@@ -150,8 +157,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in raw if k not in fields]
     if unknown:
-        key = f"{prefix}{unknown[0]}"
-        raise UserError(f"unknown config key '{key}'; allowed keys here: {', '.join(fields)}")
+        key = shorten(f"{prefix}{unknown[0]}")
+        raise UserError(f"unknown config key '{key}'{_not_ascii(unknown[0], fields)}; "
+                        f"allowed keys here: {', '.join(fields)}")
     values = {}
     for name, value in raw.items():
         tp = hints[name]
@@ -160,6 +168,20 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         else:
             values[name] = _coerce(f"{prefix}{name}", value, tp, dict(fields[name].metadata))
     return cls(**values)
+
+
+def _not_ascii(key: Any, known: typing.Iterable[str]) -> str:
+    """For a key with a non-ASCII character (a Cyrillic 'а' in 'trаin'): which character, and the ASCII key it
+    looks like; else ''."""
+    if not isinstance(key, str) or key.isascii():
+        return ""
+    pos, ch = next((i, c) for i, c in enumerate(key) if not c.isascii())
+    name = unicodedata.name(ch, "")
+    what = f"U+{ord(ch):04X}{f' {name}' if name else ''}"
+    like = [k for k in known
+            if len(k) == len(key) and all(a == b for a, b in zip(k, key, strict=True) if b.isascii())]
+    hint = f" (a look-alike of '{like[0]}'?)" if like else ""
+    return f": its character {pos + 1} is {what}, not ASCII{hint}; type the key in plain ASCII"
 
 
 def _check_whole(cfg: Config) -> None:

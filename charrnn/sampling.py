@@ -74,6 +74,8 @@ def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: Sam
         raise UserError("the prime text is empty; pass at least one character with --prime")
     if length < 0 or num_samples < 1:
         raise UserError("--length must be >= 0 and --num-samples >= 1")
+    if seed is not None and not 0 <= seed < 2**64:  # what torch.Generator takes
+        raise UserError(f"--seed must be from 0 to 2**64 - 1, got {seed}")
     prime_ids = torch.from_numpy(vocab.encode(prime)).to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)

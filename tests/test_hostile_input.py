@@ -3,13 +3,17 @@ never a silent wrong result."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from charrnn.cli import app
-from charrnn.config import read_yaml
+from charrnn.config import load_config, read_yaml
 from charrnn.errors import UserError
+from charrnn.sampling import generate
+from charrnn.vocab import Vocab
 
 runner = CliRunner()
 
@@ -72,3 +76,72 @@ def test_errors_echo_at_most_about_200_characters_of_a_value(tmp_path, value):
     path.write_text(yaml.safe_dump({"train": {"lr": value}}), encoding="utf-8")
     line = one_line_error(runner.invoke(app, ["train", "--config", str(path)]), "train.lr")
     assert len(line) < 320, len(line)
+
+
+def test_a_look_alike_key_points_out_the_non_ascii_character():
+    """'trаin' with a Cyrillic 'а' was listed as unknown beside the real 'train', with no hint why."""
+    with pytest.raises(UserError) as err:
+        load_config(None, ["tr\u0430in.lr=0.1"])
+    message = str(err.value)
+    assert "character 3 is U+0430 CYRILLIC SMALL LETTER A" in message and "look-alike of 'train'" in message
+    with pytest.raises(UserError, match=r"U\+00E9 .*not ASCII; type the key"):
+        load_config(None, ["model.caf\u00e9=1"])
+
+
+@pytest.mark.parametrize("key", ["data.path", "log.dir", "data.cache", "name"])
+def test_a_nul_byte_in_a_file_name_is_one_line(tmp_path, key):
+    """A NUL in a path ended in `ValueError: embedded null byte`, a traceback."""
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "--set", f"{key}=a\0b", "-q"])
+    one_line_error(res, f"'{key}'", "NUL")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_nul_byte_in_the_run_dir_is_one_line(tmp_path):
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "--run-dir", "r\0un", "-q"])
+    one_line_error(res, "--run-dir", "null")
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**63), str(2**64), str(10**30)])
+def test_seeds_outside_64_bits_are_one_line_in_train(tmp_path, seed):
+    """seed=-1 ended in numpy's ValueError, seed=2**64 in torch's OverflowError: tracebacks."""
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "--set", f"seed={seed}", "-q"])
+    one_line_error(res, "'seed'", seed)
+
+
+def test_the_largest_seed_trains(tmp_path):
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "--set", f"seed={2**63 - 1}", "-q",
+                              "--set", "log.sample_every=1"])
+    assert res.exit_code == 0, res.output
+
+
+def _base_config(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("hello world, hello charrnn. " * 4, encoding="utf-8")
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "h", "data": {"path": str(corpus), "val_fraction": 0.0},
+        "model": {"cell": "gru", "encoding": "onehot", "hidden_size": 8, "num_layers": 1},
+        "train": {"seq_length": 6, "batch_size": 2, "max_steps": 2, "device": "cpu"},
+        "log": {"dir": str(tmp_path / "runs"), "tensorboard": False, "sample_every": 0},
+    }), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny trained run (one-hot GRU on 'hello world...'), made once for this file's sampling tests."""
+    tmp = tmp_path_factory.mktemp("run")
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp)), "-q"])
+    assert res.exit_code == 0, res.output
+    return tmp / "runs" / "h"
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**63), str(2**64), str(10**30)])
+def test_seeds_outside_64_bits_are_one_line_in_sample(tiny_run, seed):
+    res = runner.invoke(app, ["sample", str(tiny_run), "--seed", seed, "--length", "3"])
+    one_line_error(res, "--seed")
+
+
+def test_generate_refuses_a_seed_torch_cannot_take():
+    with pytest.raises(UserError, match="--seed"):
+        next(generate(None, Vocab(["a"]), prime="a", length=1, seed=2**64))
