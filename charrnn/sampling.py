@@ -17,6 +17,8 @@ from charrnn.model import CharRNN
 from charrnn.stepper import make_stepper
 from charrnn.vocab import Vocab
 
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -38,7 +40,14 @@ def filter_logits(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
     """Apply temperature, then top-k, then top-p to logits (N, V); excluded entries become -inf."""
     logits = logits.float()
     if opts.temperature != 1.0:
-        logits = logits * (1.0 / opts.temperature)
+        # Shifted so that the largest logit is 0: scaled by 1/T the others can then only fall towards -inf. Unshifted,
+        # a tiny T sends one row's logits to +inf and -inf together, and softmax makes that NaN.
+        logits = logits - logits.amax(dim=-1, keepdim=True)
+        scale = 1.0 / opts.temperature
+        if scale <= _FLOAT32_MAX:
+            logits = logits * scale
+        else:  # T is too small to invert in float32: use its limit, the likeliest character(s)
+            logits = torch.zeros_like(logits).masked_fill(logits < 0, float("-inf"))
     if opts.top_k is not None and opts.top_k < logits.size(-1):
         kth = torch.topk(logits, opts.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

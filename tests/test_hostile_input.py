@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.config import load_config, read_yaml
 from charrnn.errors import UserError
-from charrnn.sampling import generate
+from charrnn.sampling import SamplingOptions, choose_next, filter_logits, generate
 from charrnn.vocab import Vocab
 
 runner = CliRunner()
@@ -145,3 +146,24 @@ def test_seeds_outside_64_bits_are_one_line_in_sample(tiny_run, seed):
 def test_generate_refuses_a_seed_torch_cannot_take():
     with pytest.raises(UserError, match="--seed"):
         next(generate(None, Vocab(["a"]), prime="a", length=1, seed=2**64))
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 1e-40, 1e-300, 5e-324])
+def test_a_tiny_temperature_samples_the_likeliest_character(temperature):
+    """At 1e-40, 1/T overflowed float32: probabilities became NaN and the search returned V, past the vocabulary."""
+    logits = torch.tensor([[2.0, 30.0, -1e4, 29.0], [-5.0, -5.0, -6.0, -7.0]])
+    opts = SamplingOptions(temperature=temperature)
+    probs = torch.softmax(filter_logits(logits, opts), dim=-1)
+    assert torch.isfinite(probs).all()
+    assert probs[0].tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert probs[1, :2].tolist() == [0.5, 0.5]  # a tie stays a tie
+    picks = {tuple(choose_next(logits, opts, torch.Generator().manual_seed(s)).tolist()) for s in range(20)}
+    assert picks == {(1, 0), (1, 1)}
+
+
+def test_sample_at_a_tiny_temperature_matches_greedy(tiny_run):
+    args = ["sample", str(tiny_run), "--prime", "hel", "--length", "20"]
+    greedy = runner.invoke(app, [*args, "--greedy"])
+    cold = runner.invoke(app, [*args, "--temperature", "1e-40", "--seed", "1"])
+    assert cold.exit_code == greedy.exit_code == 0, cold.output
+    assert cold.stdout == greedy.stdout

@@ -47,7 +47,7 @@ def test_top_k_then_top_p_compose_after_temperature():
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
     out = filter_logits(logits, SamplingOptions(temperature=2.0, top_k=3))
     assert torch.isfinite(out).tolist() == [[True, True, True, False, False]]
-    assert out[0, 0].item() == 2.0
+    assert out[0, 0].item() - out[0, 1].item() == 0.5  # (4 - 3) / 2: logits are scaled by 1/T (and shifted)
 
 
 def test_low_temperature_approaches_greedy():
