@@ -195,7 +195,6 @@ def sample(
 
     Example: charrnn sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8 --top-p 0.95
     """
-    from charrnn.data import read_text
     from charrnn.sampling import SamplingOptions, StopFilter, generate
 
     opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
@@ -203,7 +202,7 @@ def sample(
         raise UserError("pass --prime or --prime-file, not both")
     state, model, vocab, _, dev = _load_run(run, checkpoint, device)
     if prime_file is not None:
-        prime = read_text(prime_file)
+        prime = _read_file_option(prime_file, "--prime-file", "put the text to start from in it, or use --prime TEXT")
     if prime is None:
         prime = state.get("first_char") or vocab.chars[0]
     if prime == "":
@@ -263,7 +262,6 @@ def eval_(
 
     Example: charrnn eval runs/shakespeare --split val --json
     """
-    from charrnn.data import read_text
     from charrnn.device import resolve_precision
     from charrnn.evaluate import evaluate
     from charrnn.train import open_corpus
@@ -271,21 +269,43 @@ def eval_(
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got {split!r}")
     _, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
+    too_short = "scoring needs at least 2 characters (each is predicted from the ones before it)"
     if data is not None:
-        ids, source = vocab.encode(read_text(data)), str(data)
+        ids, source = vocab.encode(_read_file_option(data, "--data", too_short)), str(data)
+        if len(ids) < 2:
+            raise UserError(f"--data {data} has {len(ids)} character; {too_short}")
     else:
         if not cfg.data.path or not Path(cfg.data.path).is_file():
             raise UserError(f"the run's corpus {cfg.data.path!r} is not available; pass the text with --data FILE")
-        ids = open_corpus(cfg, vocab).splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
+        corpus = open_corpus(cfg, vocab)
+        ids = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
         source = f"{split} split of {cfg.data.path}"
         if len(ids) < 2:
-            raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
-                            "use --split train or --data FILE")
+            fraction = {"val": cfg.data.val_fraction, "test": cfg.data.test_fraction}.get(split)
+            if fraction == 0:
+                raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
+                                "use --split train or --data FILE")
+            share = f"data.{split}_fraction={fraction:g}" if fraction else "what val and test leave"
+            raise UserError(f"the {split} split of {cfg.data.path} holds {len(ids)} character ({share} of "
+                            f"{len(corpus.ids):,}); {too_short}: use --split train or --data FILE")
     metrics = evaluate(model, ids, device=dev, precision=resolve_precision(cfg.train.precision, dev, cfg.model.cell))
     if as_json:
         print(json.dumps(metrics.to_dict()))
         return
     Console(highlight=False).print(_metrics_table(f"{run}: {source}", metrics, "chars", f"{metrics.chars:,}"))
+
+
+def _read_file_option(path: Path, flag: str, if_empty: str) -> str:
+    """The text of a file named by a flag, with messages that name the flag (read_text's speak of training data)."""
+    from charrnn.data import read_text
+
+    if not path.exists():
+        raise UserError(f"{flag} {path}: no such file")
+    if not path.is_file():
+        raise UserError(f"{flag} {path} is not a file; pass a UTF-8 text file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{flag} {path} is empty; {if_empty}")
+    return read_text(path)
 
 
 @app.command()

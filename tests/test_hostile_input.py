@@ -167,3 +167,39 @@ def test_sample_at_a_tiny_temperature_matches_greedy(tiny_run):
     cold = runner.invoke(app, [*args, "--temperature", "1e-40", "--seed", "1"])
     assert cold.exit_code == greedy.exit_code == 0, cold.output
     assert cold.stdout == greedy.stdout
+
+
+# -- eval and sample inputs ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["h", ""])
+def test_eval_data_with_fewer_than_two_characters_is_one_line(tiny_run, tmp_path, text):
+    """A 1-character file printed {"loss": NaN, ...} (not JSON) with exit 0: there is nothing to predict."""
+    path = tmp_path / "one.txt"
+    path.write_text(text, encoding="utf-8")
+    line = one_line_error(runner.invoke(app, ["eval", str(tiny_run), "--data", str(path), "--json"]),
+                          "--data", "at least 2")
+    assert "learn" not in line
+
+
+def test_a_val_split_that_rounds_to_nothing_does_not_blame_val_fraction(tmp_path):
+    """A 14-character corpus with val_fraction 0.1 has a 1-character val split; eval said 'val_fraction is 0'."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("hello world!!!", encoding="utf-8")
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "--data", str(corpus), "-q",
+                              "--set", "data.val_fraction=0.1"])
+    assert res.exit_code == 0, res.output
+    line = one_line_error(runner.invoke(app, ["eval", str(tmp_path / "runs" / "h")]),
+                          "val split", "holds 1 character", "0.1", "14")
+    assert "is 0" not in line
+
+
+def test_an_empty_prime_file_gets_a_sampling_message(tiny_run, tmp_path):
+    """It said 'give it some text to learn from', a training message."""
+    path = tmp_path / "prime.txt"
+    path.write_text("", encoding="utf-8")
+    line = one_line_error(runner.invoke(app, ["sample", str(tiny_run), "--prime-file", str(path)]),
+                          "--prime-file", "empty")
+    assert "learn" not in line
+    line = one_line_error(runner.invoke(app, ["sample", str(tiny_run), "--prime-file", str(tmp_path / "nope")]),
+                          "--prime-file", "no such file")
+    assert "--data" not in line
