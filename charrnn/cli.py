@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -20,7 +21,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from charrnn.config import MAX_SEED
-from charrnn.errors import TrainingFailed, UserError
+from charrnn.errors import ECHO_LIMIT, TrainingFailed, UserError, shorten
 
 # click's UsageError, whether typer uses click or its own copy of it
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -69,8 +70,10 @@ def _one_line(message: str) -> str:
 
 
 def _err(message: str) -> None:
+    # Whatever a message repeats of the user's input (a path, a value) is cut to ~200 characters a word.
+    message = " ".join(shorten(word) for word in _one_line(shorten(message, 20 * ECHO_LIMIT)).split(" "))
     # A Text is printed as is: no markup or :emoji: codes are read from file names in the message.
-    text = Text.assemble(("error:", "bold red"), " ", _one_line(message))
+    text = Text.assemble(("error:", "bold red"), " ", message)
     Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
 
@@ -96,6 +99,11 @@ def _handles_errors(fn):
         except OSError as exc:  # e.g. the disk filled up while writing logs: the work failed; say what and where
             if _state["debug"]:
                 raise
+            if exc.errno == errno.ENAMETOOLONG:  # a path the user gave: their mistake, not a failure of the work
+                name = str(exc.filename or "")
+                _err(f"path too long ({len(name):,} characters): {name}; use a shorter one (the system allows "
+                     "255 bytes a name)")
+                raise typer.Exit(2) from None
             _err(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
             raise typer.Exit(1) from None
         except Interrupted as exc:

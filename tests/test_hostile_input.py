@@ -203,3 +203,30 @@ def test_an_empty_prime_file_gets_a_sampling_message(tiny_run, tmp_path):
     line = one_line_error(runner.invoke(app, ["sample", str(tiny_run), "--prime-file", str(tmp_path / "nope")]),
                           "--prime-file", "no such file")
     assert "--data" not in line
+
+
+# -- paths ---------------------------------------------------------------------------------------------------
+
+LONG_NAME = "x" * 5000  # longer than any file name (255 bytes) or path (4096) the system allows
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--config", "CFG", "--data", LONG_NAME, "-q"],
+    ["train", "--config", LONG_NAME + ".yaml"],
+    ["train", "--config", "CFG", "--run-dir", LONG_NAME, "-q"],
+    ["sample", LONG_NAME],
+    ["sample", "RUN", "--prime-file", LONG_NAME],
+    ["eval", "RUN", "--data", LONG_NAME],
+])
+def test_an_over_long_path_is_one_short_line_and_exit_2(tmp_path, tiny_run, args):
+    """Over-long paths exited 1 (a failure of the work) and echoed the whole 5000-character name."""
+    config = str(_base_config(tmp_path))
+    args = [config if a == "CFG" else str(tiny_run) if a == "RUN" else a for a in args]
+    line = one_line_error(runner.invoke(app, args), "xxx[...]xxx")
+    assert len(line) < 400, line
+
+
+def test_a_long_path_in_any_message_is_shortened(tmp_path):
+    deep = "/".join(["y" * 200] * 19)  # 3,819 characters: a legal path that does not exist
+    line = one_line_error(runner.invoke(app, ["sample", deep]), "neither a run folder", "[...]")
+    assert len(line) < 400, line
