@@ -63,6 +63,7 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
     if resume:
         if not paths.has_checkpoint():
             raise UserError(f"cannot resume: {paths.last} does not exist; train without --resume first")
+        _check_writable(paths, replacing=False)
         for debris in paths.checkpoints.glob(".*.tmp-*"):  # a write that was killed midway (see atomic_write)
             debris.unlink(missing_ok=True)
         return paths
@@ -78,6 +79,7 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
         if overwrite and any(paths.root.iterdir()):
             if not (paths.config.exists() or paths.checkpoints.exists()):
                 raise UserError(f"--overwrite refused: {paths.root} is not a charrnn run folder; choose another name")
+            _check_writable(paths, replacing=True)
             shutil.rmtree(paths.root)
     try:
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -85,6 +87,20 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
         raise UserError(f"cannot create the run folder {paths.root} ({exc.strerror or exc}); "
                         "choose another log.dir, --name or --run-dir") from None
     return paths
+
+
+def _check_writable(paths: RunPaths, *, replacing: bool) -> None:
+    """Refuse up front a run folder that charrnn cannot write into (or, replacing it, delete): the write would
+    fail later and name one of our temporary files, or a bare file name, instead of the folder."""
+    if replacing:  # deleting an entry needs its folder writable; deleting the run folder, its parent
+        needed = [paths.root.parent, paths.root, *(p for p in paths.root.rglob("*") if p.is_dir())]
+    else:  # new files (atomic writes, event files) need the folders; metrics.jsonl is appended to in place
+        needed = [paths.root, paths.checkpoints, paths.metrics]
+    for path in needed:
+        if path.exists() and not os.access(path, os.W_OK):
+            which = "" if path == paths.root else f" ({path} is read-only)"
+            raise UserError(f"run folder {paths.root} is not writable{which}; make it writable (chmod -R u+w) "
+                            "or choose another --run-dir")
 
 
 def _fsync_dir(path: Path) -> None:

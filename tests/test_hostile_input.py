@@ -3,6 +3,8 @@ never a silent wrong result."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,57 @@ def test_a_long_path_in_any_message_is_shortened(tmp_path):
     deep = "/".join(["y" * 200] * 19)  # 3,819 characters: a legal path that does not exist
     line = one_line_error(runner.invoke(app, ["sample", deep]), "neither a run folder", "[...]")
     assert len(line) < 400, line
+
+
+# Runs the CLI in a child process that cannot override file permissions, even as root (CAP_DAC_OVERRIDE and
+# CAP_DAC_READ_SEARCH dropped), so a read-only folder is read-only to it.
+_UNPRIVILEGED_CLI = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class Data(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+header, data = Header(0x20080522, 0), (Data * 2)()
+if libc.capget(ctypes.byref(header), data) != 0:
+    sys.exit(99)
+keep = ~((1 << 1) | (1 << 2)) & 0xFFFFFFFF
+data[0].effective &= keep; data[0].permitted &= keep; data[0].inheritable &= keep
+if libc.capset(ctypes.byref(header), data) != 0:
+    sys.exit(99)
+from charrnn.cli import app
+app(prog_name="charrnn")
+"""
+
+
+def _read_only_run(tmp_path: Path) -> Path:
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "-q"])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "runs" / "h"
+    for folder in [run, *(p for p in run.rglob("*") if p.is_dir())]:
+        folder.chmod(0o555)
+    return run
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="drops Linux capabilities to make read-only hold for root")
+@pytest.mark.parametrize("mode", ["--resume", "--overwrite"])
+def test_a_read_only_run_folder_is_named_as_not_writable(tmp_path, mode):
+    """--resume named a temporary file (.config.yaml.tmp-14357) and --overwrite a bare metrics.jsonl."""
+    run = _read_only_run(tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    args = ["train", "--run-dir", str(run), "-q", mode, "--set", "train.max_steps=4"]
+    if mode == "--overwrite":
+        args += ["--config", str(tmp_path / "base.yaml")]
+    try:
+        res = subprocess.run([sys.executable, "-c", _UNPRIVILEGED_CLI, *args], capture_output=True, text=True,
+                             timeout=120)
+    finally:
+        for folder in [run, *(p for p in run.rglob("*") if p.is_dir())]:
+            folder.chmod(0o755)
+    if res.returncode == 99:
+        pytest.skip("cannot drop capabilities here")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"run folder {run} is not writable" in lines[0], res.stderr
+    assert ".tmp-" not in lines[0]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
