@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn.errors import UserError
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, expand_hidden
 from charrnn.stepper import make_stepper
 from charrnn.vocab import Vocab
 
@@ -94,8 +94,8 @@ def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: Sam
         with torch.inference_mode():
             step = make_stepper(model)
             hidden = None
-            if len(prime_ids) > 1:
-                _, hidden = model(prime_ids[None, :-1].expand(num_samples, -1), None)
+            if len(prime_ids) > 1:  # warmed once, then shared: every sample starts from the same state
+                hidden = expand_hidden(model.advance(prime_ids[None, :-1]), num_samples)
             x = prime_ids[-1:].expand(num_samples).contiguous()
             state = step.start(hidden, num_samples, device)
             for _ in range(length):

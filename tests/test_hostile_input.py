@@ -7,15 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
 
 from charrnn.cli import app
-from charrnn.config import load_config, read_yaml
+from charrnn.config import ModelConfig, load_config, read_yaml
 from charrnn.errors import UserError
-from charrnn.sampling import SamplingOptions, choose_next, filter_logits, generate
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN
+from charrnn.sampling import SamplingOptions, choose_next, filter_logits, generate, sample_text
+from charrnn.stepper import make_stepper
 from charrnn.vocab import Vocab
 
 runner = CliRunner()
@@ -286,3 +290,62 @@ def test_a_read_only_run_folder_is_named_as_not_writable(tmp_path, mode):
     assert len(lines) == 1 and f"run folder {run} is not writable" in lines[0], res.stderr
     assert ".tmp-" not in lines[0]
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+# -- memory --------------------------------------------------------------------------------------------------
+
+def largest_allocation(fn) -> int:
+    """The largest single CPU allocation (bytes) made while fn runs, as torch's profiler records it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return max([e.self_cpu_memory_usage for e in prof.events()] + [0])
+
+
+def _onehot_model(vocab_size: int) -> CharRNN:
+    torch.manual_seed(0)
+    return CharRNN(vocab_size, ModelConfig(cell="gru", encoding="onehot", hidden_size=4, num_layers=1)).eval()
+
+
+def test_the_one_step_path_of_a_onehot_model_builds_no_identity_matrix():
+    """The stepper multiplied by a V x V identity: 20 GB for a 70k-character vocabulary."""
+    model = _onehot_model(3000)
+    biggest = largest_allocation(lambda: make_stepper(model))
+    assert biggest < 3000 * 3000 * 4 / 20, biggest  # V x V floats would be 36 MB; the table is V x 3H
+    step = make_stepper(model)
+    ids = torch.tensor([[5, 2999, 0, 17]])
+    with torch.no_grad():
+        full, _ = model(ids)
+        logits, _ = step(ids[0, 0:1], step.start(None, 1, "cpu"))
+    torch.testing.assert_close(logits, full[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_evaluation_reads_a_large_vocabulary_in_bounded_blocks(monkeypatch):
+    """Evaluation built one-hots and logits of 64 streams x 256 characters x V: 9 GB at V = 70k."""
+    model = _onehot_model(2000)
+    ids = np.random.default_rng(0).integers(0, 2000, size=64 * 300 + 7)
+    monkeypatch.setattr("charrnn.model.BLOCK_ELEMENTS", 1 << 40)
+    whole = evaluate(model, ids)  # 256 characters a stream per block, whatever the vocabulary, as before
+    monkeypatch.setattr("charrnn.model.BLOCK_ELEMENTS", 64 * 2000 * 16)  # 16 characters a stream per block
+    biggest = largest_allocation(lambda: evaluate(model, ids))
+    assert biggest <= 64 * 2000 * 16 * 4 * 1.1, biggest
+    blocked = evaluate(model, ids)
+    assert blocked.chars == whole.chars
+    assert blocked.loss == pytest.approx(whole.loss, rel=1e-5) and blocked.accuracy == whole.accuracy
+
+
+def test_a_long_prime_is_read_once_for_all_samples(monkeypatch):
+    """A 1 MB --prime-file with --num-samples 8 asked for 4.3 GB: the prime was copied for each sample."""
+    model = _onehot_model(50)
+    vocab = Vocab([chr(65 + i) for i in range(50)])
+    prime = "".join(vocab.chars[i] for i in np.random.default_rng(1).integers(0, 50, size=3000))
+    greedy = SamplingOptions(greedy=True)
+    first = sample_text(model, vocab, prime=prime, length=5, opts=greedy)[0]
+    seen: list[tuple[int, ...]] = []
+    model.rnn.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    monkeypatch.setattr("charrnn.model.BLOCK_ELEMENTS", 50 * 500)  # 500 characters a block
+    eight = sample_text(model, vocab, prime=prime, length=5, opts=greedy, num_samples=8)
+    assert seen and all(shape[0] == 1 and shape[1] <= 500 for shape in seen), seen
+    assert sum(shape[1] for shape in seen) == len(prime) - 1
+    assert eight == [first] * 8  # every sample starts from the state the prime left
