@@ -203,12 +203,14 @@ def sample(
 
     Example: charrnn sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8 --top-p 0.95
     """
+    from charrnn.memory import check_sampling_fits
     from charrnn.sampling import SamplingOptions, StopFilter, generate
 
     opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
     if prime is not None and prime_file is not None:
         raise UserError("pass --prime or --prime-file, not both")
     state, model, vocab, _, dev = _load_run(run, checkpoint, device)
+    check_sampling_fits(model, num_samples, dev)
     if prime_file is not None:
         prime = _read_file_option(prime_file, "--prime-file", "put the text to start from in it, or use --prime TEXT")
     if prime is None:

@@ -24,6 +24,7 @@ from charrnn.data import EncodedCorpus, load_corpus, make_batcher
 from charrnn.device import autocast, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import Metrics, evaluate
+from charrnn.memory import check_training_fits
 from charrnn.model import CharRNN, detach_hidden, select_hidden
 from charrnn.sampling import SamplingOptions, sample_text
 from charrnn.tracking import FileProgress, Stopwatch, Tracker
@@ -234,6 +235,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     # One process per node encodes the corpus into the cache; the others then map the same id file.
     corpus = dist.node_first(lambda: open_corpus(cfg, vocab, quiet=quiet or not dist.is_main))
     vocab = corpus.vocab
+    check_training_fits(cfg, len(vocab), dev, dist.world_size)  # refuse what cannot fit before building it
     splits = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)
     train_ids, val_ids = splits["train"], splits["val"]
     val_name = "val"

@@ -3,6 +3,8 @@ never a silent wrong result."""
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from charrnn.cli import app
 from charrnn.config import ModelConfig, load_config, read_yaml
 from charrnn.errors import UserError
 from charrnn.evaluate import evaluate
+from charrnn.memory import device_memory, parameter_count, training_memory
 from charrnn.model import CharRNN
 from charrnn.sampling import SamplingOptions, choose_next, filter_logits, generate, sample_text
 from charrnn.stepper import make_stepper
@@ -349,3 +352,39 @@ def test_a_long_prime_is_read_once_for_all_samples(monkeypatch):
     assert seen and all(shape[0] == 1 and shape[1] <= 500 for shape in seen), seen
     assert sum(shape[1] for shape in seen) == len(prime) - 1
     assert eight == [first] * 8  # every sample starts from the state the prime left
+
+
+def test_the_parameter_count_is_known_before_the_model_is_built():
+    for cell, encoding, layers, tied in itertools.product(["rnn", "gru", "lstm"], ["onehot", "embedding"], [1, 3],
+                                                          [False, True]):
+        if tied and encoding == "onehot":
+            continue
+        m = ModelConfig(cell=cell, encoding=encoding, num_layers=layers, hidden_size=12,
+                        embedding_dim=12 if tied else 7, tie_weights=tied)
+        assert parameter_count(9, m) == sum(p.numel() for p in CharRNN(9, m).parameters())
+
+
+@pytest.mark.parametrize(("override", "setting"), [
+    ("model.hidden_size=1000000", "model.hidden_size=1000000"),
+    ("train.batch_size=1000000000000", "train.batch_size=1000000000000"),
+    ("model.num_layers=1000000000", "model.num_layers=1000000000"),
+    ("train.seq_length=1000000000000", "train.seq_length=1000000000000"),
+])
+def test_a_config_too_large_for_memory_is_refused_before_it_is_built(tmp_path, override, setting):
+    """hidden_size=1000000 or batch_size=100000000 ended in an allocator traceback. (Sizes beyond any machine.)"""
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "--set", override, "-q"])
+    line = one_line_error(res, "needs about", "more than the", f"lower {setting} first")
+    assert re.search(r"\d+(\.\d)? [TPE]B", line), line
+    assert not (tmp_path / "runs" / "h").exists()
+
+
+def test_the_memory_estimate_lets_ordinary_configs_through():
+    capacity = device_memory("cpu")
+    for config in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        need = training_memory(load_config(config), vocab_size=200)
+        assert need.total < min(capacity, 4e9), (config, need)
+
+
+def test_too_many_samples_at_once_are_refused(tiny_run):
+    res = runner.invoke(app, ["sample", str(tiny_run), "--num-samples", str(10**12), "--length", "1"])
+    one_line_error(res, "--num-samples", "lower --num-samples")
