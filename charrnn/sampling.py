@@ -57,6 +57,7 @@ def filter_logits(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
         mass_before = torch.cumsum(probs, dim=-1) - probs
         # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it already does.
         drop_sorted = mass_before >= opts.top_p
+        drop_sorted[..., 0] = False  # the likeliest always stays: a top_p below float32's range compares as 0
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits

@@ -388,3 +388,13 @@ def test_the_memory_estimate_lets_ordinary_configs_through():
 def test_too_many_samples_at_once_are_refused(tiny_run):
     res = runner.invoke(app, ["sample", str(tiny_run), "--num-samples", str(10**12), "--length", "1"])
     one_line_error(res, "--num-samples", "lower --num-samples")
+
+
+@pytest.mark.parametrize("top_p", [1e-6, 1e-50, 3.9e-292])
+def test_a_tiny_top_p_keeps_the_likeliest_character(top_p):
+    """Found by the property test: --top-p 3.9e-292 is 0 in float32, every character was dropped, and the
+    CDF search returned an id past the vocabulary (IndexError)."""
+    logits = torch.tensor([[0.0, 3.0, 1.0]])
+    opts = SamplingOptions(top_p=top_p)
+    assert torch.isfinite(filter_logits(logits, opts)).tolist() == [[False, True, False]]
+    assert choose_next(logits, opts, torch.Generator().manual_seed(0)).tolist() == [1]
