@@ -74,7 +74,8 @@ class TrainConfig:
     device: str = _spec("auto")
     precision: str = _spec("fp32", choices=("fp32", "bf16", "fp16", "auto"))
     compile: bool = _spec(False)
-    threads: int | None = _spec(None, lo=1, doc="CPU threads; default: torch's choice")
+    # More than ~1000 threads crash torch (100000: a segfault in its thread pool; 2**31: an overflow).
+    threads: int | None = _spec(None, lo=1, hi=1024, doc="CPU threads; default: torch's choice")
 
 
 @dataclass

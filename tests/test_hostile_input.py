@@ -398,3 +398,10 @@ def test_a_tiny_top_p_keeps_the_likeliest_character(top_p):
     opts = SamplingOptions(top_p=top_p)
     assert torch.isfinite(filter_logits(logits, opts)).tolist() == [[False, True, False]]
     assert choose_next(logits, opts, torch.Generator().manual_seed(0)).tolist() == [1]
+
+
+@pytest.mark.parametrize("threads", ["100000", str(2**31)])
+def test_an_impossible_thread_count_is_one_line(tmp_path, threads):
+    """Found by the property test: train.threads=2**31 overflowed in torch (a traceback), 100000 segfaulted."""
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "--set", f"train.threads={threads}"])
+    one_line_error(res, "'train.threads'", "<= 1024")
