@@ -38,9 +38,10 @@ BASE = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A working directory holding a corpus, a base config and a tiny trained run (made once per session)."""
+    """A working directory holding a corpus, a base config and a tiny trained run (made once, for all cases; the
+    working directory is restored when this module's tests end)."""
     root = tmp_path_factory.mktemp("property")
     before = os.getcwd()
     os.chdir(root)
@@ -61,7 +62,8 @@ def workspace(tmp_path_factory):
 def files_under(root: Path) -> dict[str, tuple[int, int]]:
     """Every file below root: relative path -> (size, modification time)."""
     out = {}
-    for folder, _, names in os.walk(root):
+    for folder, folders, names in os.walk(root):
+        folders[:] = [f for f in folders if f != ".hypothesis"]  # hypothesis's own example database
         for name in names:
             path = Path(folder, name)
             st_ = path.lstat()
