@@ -149,6 +149,7 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
     if resume:
         if not paths.has_checkpoint():
             raise UserError(f"cannot resume: {paths.last} does not exist; train without --resume first")
+        _check_writable(paths, replacing=False)
         for debris in paths.checkpoints.glob(".*.tmp-*"):  # a write that was killed midway (see atomic_write)
             debris.unlink(missing_ok=True)
         return paths
@@ -176,6 +177,7 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
                 if paths.root.is_symlink():
                     raise UserError(f"--overwrite refused: {paths.root} is a symbolic link; "
                                     "pass the folder it points to, or another --run-dir")
+                _check_writable(paths, replacing=True)
                 for entry in paths.root.iterdir():
                     if entry.name == LOCK_NAME:
                         continue
@@ -191,6 +193,20 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
         raise UserError(f"cannot create the run folder {paths.root} ({exc.strerror or exc}); "
                         "choose another log.dir, --name or --run-dir") from None
     return paths
+
+
+def _check_writable(paths: RunPaths, *, replacing: bool) -> None:
+    """Refuse up front a run folder that charrnn cannot write into (or, replacing it, delete): the write would
+    fail later and name one of our temporary files, or a bare file name, instead of the folder."""
+    if replacing:  # deleting an entry needs its folder writable (the run folder itself stays, with its lock)
+        needed = [paths.root, *(p for p in paths.root.rglob("*") if p.is_dir())]
+    else:  # new files (atomic writes, event files) need the folders; metrics.jsonl is appended to in place
+        needed = [paths.root, paths.checkpoints, paths.metrics]
+    for path in needed:
+        if path.exists() and not os.access(path, os.W_OK):
+            which = "" if path == paths.root else f" ({path} is read-only)"
+            raise UserError(f"run folder {paths.root} is not writable{which}; make it writable (chmod -R u+w) "
+                            "or choose another --run-dir")
 
 
 def _fsync_dir(path: Path) -> None:

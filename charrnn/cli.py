@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -19,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from charrnn.errors import TrainingFailed, UserError
+from charrnn.config import MAX_SEED
+from charrnn.errors import ECHO_LIMIT, TrainingFailed, UserError, shorten
 
 # click's UsageError, whether typer uses click or its own copy of it
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -68,8 +70,10 @@ def _one_line(message: str) -> str:
 
 
 def _err(message: str) -> None:
+    # Whatever a message repeats of the user's input (a path, a value) is cut to ~200 characters a word.
+    message = " ".join(shorten(word) for word in _one_line(shorten(message, 20 * ECHO_LIMIT)).split(" "))
     # A Text is printed as is: no markup or :emoji: codes are read from file names in the message.
-    text = Text.assemble(("error:", "bold red"), " ", _one_line(message))
+    text = Text.assemble(("error:", "bold red"), " ", message)
     Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
 
@@ -101,6 +105,11 @@ def _handles_errors(fn):
         except OSError as exc:  # e.g. the disk filled up while writing logs: the work failed; say what and where
             if _state["debug"]:
                 raise
+            if exc.errno == errno.ENAMETOOLONG:  # a path the user gave: their mistake, not a failure of the work
+                name = str(exc.filename or "")
+                _err(f"path too long ({len(name):,} characters): {name}; use a shorter one (the system allows "
+                     "255 bytes a name)")
+                raise typer.Exit(2) from None
             _err(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
             raise typer.Exit(1) from None
         except Interrupted as exc:
@@ -193,7 +202,8 @@ def sample(
     num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Independent samples, one batch.")] = 1,
     stop: Annotated[str | None, typer.Option("--stop", help="End each sample at this string; escapes \\n \\t \\\\ "
                                              "\\xHH \\uHHHH are read.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Make the output reproducible.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, max=MAX_SEED, help="Make the output reproducible.")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"samples\": [...], \"chars_per_sec\": ...}.")]
     = False,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
@@ -204,8 +214,8 @@ def sample(
 
     Example: charrnn sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8 --top-p 0.95
     """
-    from charrnn.data import read_text
     from charrnn.device import inference_precision
+    from charrnn.memory import check_sampling_fits
     from charrnn.sampling import SamplingOptions, StopFilter, decode_escapes, generate
 
     opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
@@ -214,8 +224,9 @@ def sample(
     stop = decode_escapes(stop) if stop else None
     state, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
     precision = inference_precision(precision, dev, cfg.model.cell)
+    check_sampling_fits(model, num_samples, dev)
     if prime_file is not None:
-        prime = read_text(prime_file)
+        prime = _read_file_option(prime_file, "--prime-file", "put the text to start from in it, or use --prime TEXT")
     if prime is None:
         prime = state.get("first_char") or vocab.chars[0]
     if prime == "":
@@ -265,6 +276,9 @@ def _check_split(split: str) -> None:
         raise UserError(f"--split must be train, val or test, got {split!r}")
 
 
+_TOO_SHORT = "scoring needs at least 2 characters (each is predicted from the ones before it)"
+
+
 def _split_ids(cfg, vocab, split: str, alternative: str):
     """The ids of one split of the run's corpus and a description of it; `alternative` is the option to suggest
     when the corpus or the split is unavailable."""
@@ -272,10 +286,16 @@ def _split_ids(cfg, vocab, split: str, alternative: str):
 
     if not cfg.data.path or not Path(cfg.data.path).is_file():
         raise UserError(f"the run's corpus {cfg.data.path!r} is not available; pass the text with {alternative}")
-    ids = open_corpus(cfg, vocab).splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
+    corpus = open_corpus(cfg, vocab)
+    ids = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
     if len(ids) < 2:
-        raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
-                        f"use --split train or {alternative}")
+        fraction = {"val": cfg.data.val_fraction, "test": cfg.data.test_fraction}.get(split)
+        if fraction == 0:
+            raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
+                            f"use --split train or {alternative}")
+        share = f"data.{split}_fraction={fraction:g}" if fraction else "what val and test leave"
+        raise UserError(f"the {split} split of {cfg.data.path} holds {len(ids)} character ({share} of "
+                        f"{len(corpus.ids):,}); {_TOO_SHORT}: use --split train or {alternative}")
     return ids, f"{split} split of {cfg.data.path}"
 
 
@@ -294,15 +314,17 @@ def eval_(
 
     Example: charrnn eval runs/shakespeare --split val --json
     """
-    from charrnn.data import read_text
     from charrnn.device import inference_precision
     from charrnn.evaluate import evaluate
 
     _check_split(split)
     _, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
     precision = inference_precision(precision, dev, cfg.model.cell)
+    too_short = _TOO_SHORT
     if data is not None:
-        ids, source = vocab.encode(read_text(data)), str(data)
+        ids, source = vocab.encode(_read_file_option(data, "--data", too_short)), str(data)
+        if len(ids) < 2:
+            raise UserError(f"--data {data} has {len(ids)} character; {too_short}")
     else:
         ids, source = _split_ids(cfg, vocab, split, "--data FILE")
     metrics = evaluate(model, ids, device=dev, precision=precision)
@@ -335,7 +357,6 @@ def inspect_(
     Example: charrnn inspect runs/shakespeare --split val --length 2000 --out page.html
     """
     from charrnn.checkpoint import atomic_write, resolve_checkpoint
-    from charrnn.data import read_text
     from charrnn.inspect import (
         describe_model,
         encode_window,
@@ -352,13 +373,12 @@ def inspect_(
     if split is not None:
         _check_split(split)
     length = shown_length(text, start, length)
-    if file is not None and file.is_file() and file.stat().st_size == 0:
-        raise UserError(f"--file {file} is empty; pass a file with some text")
     if out is not None and not out.parent.is_dir():
         raise UserError(f"cannot write {out}: the folder {out.parent} does not exist; create it or pick another --out")
     state, model, vocab, cfg, _ = _load_run(run, checkpoint, "cpu")
     if text is not None or file is not None:
-        shown, warmup = encode_window(vocab, text if text is not None else read_text(file), start, length)
+        body = text if text is not None else _read_file_option(file, "--file", "pass a file with some text")
+        shown, warmup = encode_window(vocab, body, start, length)
         source = "--text" if text is not None else str(file)
     else:
         ids, source = _split_ids(cfg, vocab, split or "val", "--file FILE")
@@ -386,6 +406,19 @@ def inspect_(
                   f"of {source}; open it in a browser", markup=False)
     for prop, units in data["units"].items():
         console.print(f"  {prop:<18} {units[0]['unit']:<9} r = {units[0]['r']:+.2f}", markup=False)
+
+
+def _read_file_option(path: Path, flag: str, if_empty: str) -> str:
+    """The text of a file named by a flag, with messages that name the flag (read_text's speak of training data)."""
+    from charrnn.data import read_text
+
+    if not path.exists():
+        raise UserError(f"{flag} {path}: no such file")
+    if not path.is_file():
+        raise UserError(f"{flag} {path} is not a file; pass a UTF-8 text file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{flag} {path} is empty; {if_empty}")
+    return read_text(path)
 
 
 @app.command()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from charrnn.errors import UserError
+from charrnn.errors import UserError, shorten, shown
 
 AUTO = "auto"
 Auto = Literal["auto"]  # a field typed `int | Auto` also takes the string auto, resolved when training starts
@@ -26,6 +27,9 @@ def _spec(default: Any, *, choices: tuple | None = None, lo: float | None = None
     """A dataclass field with its allowed values recorded in metadata."""
     meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "doc": doc}
     return field(default=default, metadata=meta)
+
+
+MAX_SEED = 2**63 - 1  # seeds are 64-bit signed integers, as most tools take them; what torch and numpy both accept
 
 
 @dataclass
@@ -72,7 +76,8 @@ class TrainConfig:
     device: str = _spec("auto")
     precision: str = _spec("fp32", choices=("fp32", "bf16", "fp16", "auto"))
     compile: bool = _spec(False)
-    threads: int | None = _spec(None, lo=1, doc="CPU threads; default: torch's choice")
+    # More than ~1000 threads crash torch (100000: a segfault in its thread pool; 2**31: an overflow).
+    threads: int | None = _spec(None, lo=1, hi=1024, doc="CPU threads; default: torch's choice")
 
 
 @dataclass
@@ -87,7 +92,7 @@ class LogConfig:
 @dataclass
 class Config:
     name: str = _spec("run")
-    seed: int = _spec(0)
+    seed: int = _spec(0, lo=0, hi=MAX_SEED)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -143,21 +148,24 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         or (base is str and isinstance(value, str))
     )
     if not ok:
-        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}")
     if base is float:
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
-            raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
+            raise UserError(f"config key '{key}' must be a finite number, got {shown(value)}")
+    if base is str and "\0" in value:
+        raise UserError(f"config key '{key}' contains a NUL character (\\0) at position {value.index(chr(0))}, "
+                        "which no file or folder name can hold; remove it")
     choices = meta.get("choices")
     if choices and value not in choices:
-        raise UserError(f"config key '{key}' must be one of {', '.join(choices)}; got {value!r}")
+        raise UserError(f"config key '{key}' must be one of {', '.join(choices)}; got {shown(value)}")
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):
         bound = f"> {lo}" if meta["lo_open"] else f">= {lo}"
-        raise UserError(f"config key '{key}' must be {bound}, got {value!r}")
+        raise UserError(f"config key '{key}' must be {bound}, got {shown(value)}")
     if hi is not None and (value > hi or (meta["hi_open"] and value == hi)):
         bound = f"< {hi}" if meta["hi_open"] else f"<= {hi}"
-        raise UserError(f"config key '{key}' must be {bound}, got {value!r}")
+        raise UserError(f"config key '{key}' must be {bound}, got {shown(value)}")
     return value
 
 
@@ -169,8 +177,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in raw if k not in fields]
     if unknown:
-        key = f"{prefix}{unknown[0]}"
-        raise UserError(f"unknown config key '{key}'; allowed keys here: {', '.join(fields)}")
+        key = shorten(f"{prefix}{unknown[0]}")
+        raise UserError(f"unknown config key '{key}'{_not_ascii(unknown[0], fields)}; "
+                        f"allowed keys here: {', '.join(fields)}")
     values = {}
     for name, value in raw.items():
         tp = hints[name]
@@ -179,6 +188,20 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         else:
             values[name] = _coerce(f"{prefix}{name}", value, tp, dict(fields[name].metadata))
     return cls(**values)
+
+
+def _not_ascii(key: Any, known: typing.Iterable[str]) -> str:
+    """For a key with a non-ASCII character (a Cyrillic 'а' in 'trаin'): which character, and the ASCII key it
+    looks like; else ''."""
+    if not isinstance(key, str) or key.isascii():
+        return ""
+    pos, ch = next((i, c) for i, c in enumerate(key) if not c.isascii())
+    name = unicodedata.name(ch, "")
+    what = f"U+{ord(ch):04X}{f' {name}' if name else ''}"
+    like = [k for k in known
+            if len(k) == len(key) and all(a == b for a, b in zip(k, key, strict=True) if b.isascii())]
+    hint = f" (a look-alike of '{like[0]}'?)" if like else ""
+    return f": its character {pos + 1} is {what}, not ASCII{hint}; type the key in plain ASCII"
 
 
 def _check_whole(cfg: Config) -> None:
@@ -208,7 +231,7 @@ def _check_whole(cfg: Config) -> None:
         raise UserError(f"train.lr: auto is fitted for the adam and adamw optimizers; with train.optimizer "
                         f"{t.optimizer} give train.lr a number")
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
-        raise UserError(f"config key 'name' must be a plain folder name, got {cfg.name!r}")
+        raise UserError(f"config key 'name' must be a plain folder name, got {shown(cfg.name)}")
 
 
 def config_from_dict(raw: Any) -> Config:
@@ -219,7 +242,57 @@ def config_from_dict(raw: Any) -> Config:
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, but 3e-4 and 1e6 are numbers (as in YAML 1.2), not the strings YAML 1.1 makes them."""
+    """PyYAML's safe loader, but 3e-4 and 1e6 are numbers (as in YAML 1.2), not the strings YAML 1.1 makes them,
+    and a key given twice is an error, not a silent loss of the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges defaults that the keys after it may override
+            key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {shown(key_node.value)} at lines {first_line[key]} and {line}; "
+                    "keep one (merge the two into one section)", key_node.start_mark)
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
+
+
+MAX_YAML_VALUES = 100_000  # a config holds about 50; aliases that expand beyond this are a "billion laughs" file
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse, before anything is built, YAML whose aliases expand to more than MAX_YAML_VALUES values: nine
+    levels of nine aliases are 412 bytes that every later walk or echo of the value would expand to 9**9."""
+    sizes: dict[int, int] = {}  # id(node) -> its expanded size; an alias is the same node object again
+
+    def size(node: yaml.Node, open_: set[int]) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a YAML alias refers to a value that contains it; write the config without it",
+                node.start_mark)
+        total = 1
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            open_.add(id(node))
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+            for child in children:
+                total += size(child, open_)
+                if total > MAX_YAML_VALUES:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"its aliases expand to more than {MAX_YAML_VALUES:,} values (a 'billion "
+                        "laughs' file?); a charrnn config needs no aliases of that size", None)
+            open_.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root, set())
 
 
 _Loader.add_implicit_resolver(
@@ -235,11 +308,11 @@ def _load_yaml(text: str) -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split `a.b=value` into (["a", "b"], value), the value parsed as YAML (so 0.01, true, null work)."""
     if "=" not in text:
-        raise UserError(f"--set expects KEY=VALUE (for example train.lr=0.01), got {text!r}")
+        raise UserError(f"--set expects KEY=VALUE (for example train.lr=0.01), got {shown(text)}")
     key, _, raw_value = text.partition("=")
     parts = key.strip().split(".")
     if not all(parts):
-        raise UserError(f"--set expects KEY=VALUE with a dotted key such as train.lr, got {text!r}")
+        raise UserError(f"--set expects KEY=VALUE with a dotted key such as train.lr, got {shown(text)}")
     try:
         value = _load_yaml(raw_value) if raw_value.strip() else ""
     except yaml.YAMLError:

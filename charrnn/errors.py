@@ -1,5 +1,11 @@
 """Errors a user can cause and fix: the CLI prints them as one line and exits 2."""
 
+from __future__ import annotations
+
+import reprlib
+
+ECHO_LIMIT = 200  # the most characters of a user's value (or path) that an error message repeats
+
 
 class UserError(Exception):
     """A problem with the user's input (config, file, flag, checkpoint); the message says how to fix it."""
@@ -7,3 +13,22 @@ class UserError(Exception):
 
 class TrainingFailed(Exception):
     """The work itself failed (for example the loss became NaN); the CLI exits 1."""
+
+
+def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
+    """text as is, or its start and end around '[...]' when it is longer than limit."""
+    if len(text) <= limit:
+        return text
+    tail = max(limit // 3, 1)
+    return f"{text[: limit - tail - 5]}[...]{text[-tail:]}"
+
+
+_bounded = reprlib.Repr()
+_bounded.maxlevel, _bounded.maxdict, _bounded.maxlist, _bounded.maxtuple = 3, 6, 6, 6
+_bounded.maxstring = _bounded.maxother = _bounded.maxlong = ECHO_LIMIT
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """repr(value) for an error message: at most ~limit characters, and quick, however large or deeply nested the
+    value (a YAML alias bomb's list would take seconds and megabytes to repr in full)."""
+    return shorten(_bounded.repr(value), limit)

@@ -70,6 +70,7 @@ def evaluate(model: CharRNN, ids: np.ndarray, *, batch_size: int = 64, chunk_len
         return torch.from_numpy(np.asarray(ids[index], dtype=np.int64))
 
     starts = np.arange(streams)[:, None] * stream_len  # (S, 1)
+    chunk_length = max(1, min(chunk_length, model.chars_per_block() // streams))  # a large vocabulary reads less
     hidden = None
     for start in range(0, stream_len, chunk_length):
         width = min(chunk_length, stream_len - start)

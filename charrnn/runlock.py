@@ -8,6 +8,7 @@ never take the lock: checkpoints are replaced atomically, so they always read a 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -102,7 +103,10 @@ def _acquire(root: Path) -> int:
         except FileNotFoundError:  # a run that failed before writing removed its new folder meanwhile
             root.mkdir(parents=True, exist_ok=True)
             continue
-        except OSError as exc:
+        except (PermissionError, OSError) as exc:
+            if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+                raise UserError(f"run folder {root} is not writable; make it writable (chmod -R u+w) "
+                                "or choose another --run-dir") from None
             raise UserError(f"cannot lock the run folder {root}: {path} ({exc.strerror or exc}); "
                             "choose another --name or --run-dir") from None
         try:

@@ -14,9 +14,11 @@ import torch
 
 from charrnn.device import autocast
 from charrnn.errors import UserError
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, expand_hidden
 from charrnn.stepper import make_stepper
 from charrnn.vocab import Vocab
+
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,14 @@ def filter_logits(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
     """Apply temperature, then top-k, then top-p to logits (N, V); excluded entries become -inf."""
     logits = logits.float()
     if opts.temperature != 1.0:
-        logits = logits * (1.0 / opts.temperature)
+        # Shifted so that the largest logit is 0: scaled by 1/T the others can then only fall towards -inf. Unshifted,
+        # a tiny T sends one row's logits to +inf and -inf together, and softmax makes that NaN.
+        logits = logits - logits.amax(dim=-1, keepdim=True)
+        scale = 1.0 / opts.temperature
+        if scale <= _FLOAT32_MAX:
+            logits = logits * scale
+        else:  # T is too small to invert in float32: use its limit, the likeliest character(s)
+            logits = torch.zeros_like(logits).masked_fill(logits < 0, float("-inf"))
     if opts.top_k is not None and opts.top_k < logits.size(-1):
         kth = torch.topk(logits, opts.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -49,6 +58,7 @@ def filter_logits(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
         mass_before = torch.cumsum(probs, dim=-1) - probs
         # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it already does.
         drop_sorted = mass_before >= opts.top_p
+        drop_sorted[..., 0] = False  # the likeliest always stays: a top_p below float32's range compares as 0
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -76,6 +86,8 @@ def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: Sam
         raise UserError("the prime text is empty; pass at least one character with --prime")
     if length < 0 or num_samples < 1:
         raise UserError("--length must be >= 0 and --num-samples >= 1")
+    if seed is not None and not 0 <= seed < 2**64:  # what torch.Generator takes
+        raise UserError(f"--seed must be from 0 to 2**64 - 1, got {seed}")
     prime_ids = torch.from_numpy(vocab.encode(prime)).to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
@@ -85,9 +97,9 @@ def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: Sam
         with torch.inference_mode():
             step = make_stepper(model)
             hidden = None
-            if len(prime_ids) > 1:
+            if len(prime_ids) > 1:  # warmed once, then shared: every sample starts from the same state
                 with autocast(device, precision):
-                    _, hidden = model(prime_ids[None, :-1].expand(num_samples, -1), None)
+                    hidden = expand_hidden(model.advance(prime_ids[None, :-1]), num_samples)
             x = prime_ids[-1:].expand(num_samples).contiguous()
             state = step.start(hidden, num_samples, device)
             for _ in range(length):

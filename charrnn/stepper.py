@@ -24,16 +24,23 @@ def _lstm_gate_order(hidden_size: int) -> torch.Tensor:
 
 class _Layer:
     def __init__(self, w_ih: torch.Tensor, w_hh: torch.Tensor, b_in: torch.Tensor, b_hh: torch.Tensor,
-                 inputs: torch.Tensor | None, rows: torch.Tensor | None):
+                 inputs: torch.Tensor | None, rows: torch.Tensor | None, first: bool):
         # b_in is the bias added on the input side: b_ih, plus b_hh for RNN and LSTM (outside any gate product).
         if rows is not None:  # reorder the gate rows (LSTM)
             w_ih, w_hh, b_in, b_hh = w_ih[rows], w_hh[rows], b_in[rows], b_hh[rows]
         self.w_hh_t = w_hh.t().contiguous()  # (H, G*H)
         self.b_hh = b_hh
-        self.w_ih_t = w_ih.t().contiguous()  # (I, G*H)
         self.b_in = b_in
-        # First layer: W_ih x + b_in for every character x, one row each (V, G*H).
-        self.table = torch.addmm(b_in, inputs, self.w_ih_t) if inputs is not None else None
+        self.w_ih_t = self.table = None
+        if not first:
+            self.w_ih_t = w_ih.t().contiguous()  # (H, G*H)
+        elif inputs is None:
+            # One-hot input: character x picks column x of W_ih, so the table is W_ih^T + b_in itself (V, G*H);
+            # multiplying by a V x V identity cost 20 GB at a 70k-character vocabulary.
+            self.table = w_ih.t() + b_in
+        else:
+            # First layer: W_ih x + b_in for every character x, one row each (V, G*H).
+            self.table = torch.addmm(b_in, inputs, w_ih.t())
 
 
 # The gates a cell computes, in the order Stepper records them (see Stepper.__call__'s `gates`).
@@ -49,17 +56,15 @@ class Stepper:
         self.relu = cfg.cell == "rnn" and cfg.nonlinearity == "relu"
         rnn = model.rnn
         with torch.no_grad():
-            if model.embedding is not None:
-                inputs = model.embedding.weight  # (V, E): the encoded form of every character
-            else:
-                inputs = torch.eye(model.vocab_size, device=rnn.weight_ih_l0.device)
+            # (V, E): the encoded form of every character; None for one-hot input
+            inputs = model.embedding.weight if model.embedding is not None else None
             self.layers = []
             for k in range(cfg.num_layers):
                 w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
                 b_ih, b_hh = getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}")
                 b_in = b_ih if cfg.cell == "gru" else b_ih + b_hh
                 rows = _lstm_gate_order(cfg.hidden_size) if cfg.cell == "lstm" else None
-                self.layers.append(_Layer(w_ih, w_hh, b_in, b_hh, inputs if k == 0 else None, rows))
+                self.layers.append(_Layer(w_ih, w_hh, b_in, b_hh, inputs, rows, first=k == 0))
             self.head_w_t = model.head.weight.t().contiguous()  # (H, V)
             self.head_b = model.head.bias
 

@@ -29,6 +29,7 @@ from charrnn.data import EncodedCorpus, load_corpus, make_batcher
 from charrnn.device import autocast, emulated_bf16_note, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import Metrics, evaluate
+from charrnn.memory import check_training_fits
 from charrnn.model import CharRNN, Hidden, detach_hidden, select_hidden
 from charrnn.runlock import LOCK_NAME, hold_run_folder
 from charrnn.sampling import SamplingOptions, sample_text
@@ -196,6 +197,7 @@ class Trainer:
         step_limit = total_steps_for(cfg, len(splits["train"]))
         cfg, auto_note, probe_s = autosize.resolve_auto(cfg, splits["train"], len(corpus.vocab), dev, precision,
                                                         dist=dist, step_limit=step_limit)
+        check_training_fits(cfg, len(corpus.vocab), dev, dist.world_size)  # refuse what cannot fit, before building
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         batcher = make_batcher(cfg.train.batching, splits["train"], cfg.train.batch_size, cfg.train.seq_length,
                                cfg.seed, dist.rank, dist.world_size)

@@ -57,12 +57,12 @@ def test_top_k_then_top_p_compose_after_temperature():
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
     out = filter_logits(logits, SamplingOptions(temperature=2.0, top_k=3))
     assert torch.isfinite(out).tolist() == [[True, True, True, False, False]]
-    assert out[0, :3].tolist() == [2.0, 1.5, 1.0]
+    assert (out[0, :3] - out[0, 0]).tolist() == [0.0, -0.5, -1.0]  # logits scaled by 1/T (and shifted)
     # Temperature flattens the distribution before the nucleus is taken: at T=2 the probabilities are
     # (.429, .260, .158, .096, .058), so top-p 0.8 keeps three; at T=1 (.636, .234, .086, ...) it would keep two.
     out = filter_logits(logits, SamplingOptions(temperature=2.0, top_p=0.8))
     assert torch.isfinite(out).tolist() == [[True, True, True, False, False]]
-    assert out[0, :3].tolist() == [2.0, 1.5, 1.0]
+    assert (out[0, :3] - out[0, 0]).tolist() == [0.0, -0.5, -1.0]  # logits scaled by 1/T (and shifted)
     # Cold: at T=0.5 the probabilities are (.865, .117, .016, ...): top-p 0.8 keeps one.
     out = filter_logits(logits, SamplingOptions(temperature=0.5, top_p=0.8))
     assert torch.isfinite(out).tolist() == [[True, False, False, False, False]]
