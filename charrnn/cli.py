@@ -122,7 +122,9 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/ihello.yaml).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=0.01 "
                                                    "(repeatable).")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Text file to train on (sets data.path).")] = None,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="Text file or folder to train on (sets data.path); repeat it for several. A folder is read "
+        "recursively in sorted path order; pick its files with --set data.include='**/*.txt'.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name: the run folder is <log.dir>/NAME.")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run folder (instead of --name).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
@@ -130,16 +132,19 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Train a model on a text file; checkpoints, metrics and TensorBoard logs go into the run folder.
+    """Train a model on a text file or folder; checkpoints, metrics and TensorBoard logs go into the run folder.
 
     Example: charrnn train --config configs/shakespeare.yaml --data ../shared/data/tinyshakespeare.txt
+
+    Example: charrnn train --config configs/shakespeare.yaml --data src/ --set data.include='**/*.py'
     """
     from charrnn.train import train as run_training
     from charrnn.train import training_config
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them")
-    cfg, run_dir = training_config(config, list(set_ or []), data=data, name=name, run_dir=run_dir, resume=resume)
+    data_arg = data[0] if data and len(data) == 1 else data or None
+    cfg, run_dir = training_config(config, list(set_ or []), data=data_arg, name=name, run_dir=run_dir, resume=resume)
     result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
     if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
         out = Console(stderr=True, highlight=False)
@@ -252,7 +257,8 @@ def sample(
 def eval_(
     run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.", show_default=False)],
     split: Annotated[str, typer.Option("--split", help="train | val | test of the run's corpus.")] = "val",
-    data: Annotated[Path | None, typer.Option("--data", help="Score this text file instead of a split.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Score this text file (or folder) instead of a split, "
+                                              "with the run's vocabulary.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
@@ -261,23 +267,30 @@ def eval_(
 
     Example: charrnn eval runs/shakespeare --split val --json
     """
-    from charrnn.data import read_text
+    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
+    from charrnn.data import load_corpus
     from charrnn.device import resolve_precision
     from charrnn.evaluate import evaluate
-    from charrnn.train import open_corpus
 
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got {split!r}")
     _, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
+    cache = run_cache_dir(cfg, run)  # beside the run, never in the folder the user stands in
     if data is not None:
-        ids, source = vocab.encode(read_text(data)), str(data)
-    else:
-        if not cfg.data.path or not Path(cfg.data.path).is_file():
-            raise UserError(f"the run's corpus {cfg.data.path!r} is not available; pass the text with --data FILE")
-        ids = open_corpus(cfg, vocab).splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
-        source = f"{split} split of {cfg.data.path}"
+        # The same encoder and memory map as training, with the run's vocabulary: an unseen character is named.
+        ids, source = load_corpus(data, cache, vocab, separator=cfg.data.separator).ids, str(data)
         if len(ids) < 2:
-            raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
+            raise UserError(f"{data} holds {len(ids)} character; eval scores each character after the first, "
+                            "so it needs at least 2")
+    else:
+        corpus_paths = data_paths(cfg)
+        if not corpus_paths or not all(Path(p).exists() for p in corpus_paths):
+            shown = corpus_paths[0] if len(corpus_paths) == 1 else corpus_paths
+            raise UserError(f"the run's corpus {shown!r} is not available; pass the text with --data FILE")
+        ids = open_corpus(cfg, vocab, cache_dir=cache).splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
+        source = f"{split} split of {', '.join(corpus_paths)}"
+        if len(ids) < 2:
+            raise UserError(f"the {split} split of {', '.join(corpus_paths)} is empty (data.{split}_fraction is 0); "
                             "use --split train or --data FILE")
     metrics = evaluate(model, ids, device=dev, precision=resolve_precision(cfg.train.precision, dev, cfg.model.cell))
     if as_json:

@@ -28,7 +28,10 @@ def _spec(default: Any, *, choices: tuple | None = None, lo: float | None = None
 
 @dataclass
 class DataConfig:
-    path: str | None = _spec(None, doc="UTF-8 text file to train on")
+    path: str | list[str] | None = _spec(None, doc="UTF-8 text file, folder (read recursively) or list of them")
+    include: str | list[str] | None = _spec(None, doc="glob(s) that pick a folder's files, e.g. '**/*.py'; "
+                                            "default: every file")
+    separator: str = _spec("\n", doc="text put between two documents (files)")
     val_fraction: float = _spec(0.1, lo=0.0, hi=1.0, hi_open=True)
     test_fraction: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)
     cache: str | None = _spec(None, doc="folder for the encoded id file; default: <log.dir>/.cache")
@@ -103,6 +106,8 @@ def _type_name(tp: Any) -> str:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     base = args[0] if args else tp
     name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(base, str(base))
+    if list[str] in args:
+        name += " or a list of strings"
     return name + (" or null" if type(None) in typing.get_args(tp) else "")
 
 
@@ -116,6 +121,10 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if _is_optional(tp):
             return None
         raise UserError(f"config key '{key}' must be {_type_name(tp)}, got null")
+    if list[str] in typing.get_args(tp) and isinstance(value, list):  # e.g. data.path: several files
+        if not value or not all(isinstance(v, str) for v in value):
+            raise UserError(f"config key '{key}' must be a non-empty list of strings, got {value!r}")
+        return list(value)
     base = next(a for a in typing.get_args(tp) if a is not type(None)) if _is_optional(tp) else tp
     ok = (
         (base is bool and isinstance(value, bool))

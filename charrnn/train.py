@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from charrnn import distributed
 from charrnn.checkpoint import RunPaths, atomic_write, load_checkpoint, prepare_run_dir, save_checkpoint
 from charrnn.config import Config, apply_overrides, config_from_dict, config_yaml, read_yaml
-from charrnn.data import EncodedCorpus, load_corpus, make_batcher
+from charrnn.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
+from charrnn.data import make_batcher
 from charrnn.device import autocast, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import Metrics, evaluate
 from charrnn.model import CharRNN, detach_hidden, select_hidden
 from charrnn.sampling import SamplingOptions, sample_text
-from charrnn.tracking import FileProgress, Stopwatch, Tracker
+from charrnn.tracking import Stopwatch, Tracker
 from charrnn.vocab import Vocab
 
 
@@ -52,24 +53,6 @@ class Interrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
-
-
-def default_cache_dir(cfg: Config) -> Path:
-    return Path(cfg.data.cache) if cfg.data.cache else Path(cfg.log.dir) / ".cache"
-
-
-PROGRESS_MIN_BYTES = 4 << 20  # smaller corpora encode in well under a second: no progress bar
-
-
-def open_corpus(cfg: Config, vocab: Vocab | None = None, quiet: bool = True) -> EncodedCorpus:
-    """The config's corpus, encoded (once, cached) and memory-mapped; unless quiet, a large file's
-    encoding shows a progress bar on stderr (when it is a terminal)."""
-    if not cfg.data.path:
-        raise UserError("no training text: set data.path in the config or pass --data FILE")
-    path = Path(cfg.data.path)
-    show = not quiet and path.is_file() and path.stat().st_size >= PROGRESS_MIN_BYTES
-    with FileProgress(path.name, enabled=show) as progress:
-        return load_corpus(path, default_cache_dir(cfg), vocab, progress)
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -180,7 +163,7 @@ def _check_resumable(saved: dict, cfg: Config) -> None:
                                 f"{before[n]!r}, and its checkpoint depends on it; keep it, or start a new run")
 
 
-def training_config(config: str | Path | None, overrides: list[str], *, data: str | Path | None = None,
+def training_config(config: str | Path | None, overrides: list[str], *, data: str | Path | list | None = None,
                     name: str | None = None, run_dir: str | Path | None = None,
                     resume: bool = False) -> tuple[Config, Path | None]:
     """The config and run folder a `charrnn train` invocation means: the YAML file plus --data/--name/--set,
@@ -188,8 +171,9 @@ def training_config(config: str | Path | None, overrides: list[str], *, data: st
     overrides = list(overrides)
     if name is not None:
         overrides.append(f"name={json.dumps(name)}")
-    if data is not None:
-        overrides.append(f"data.path={json.dumps(str(data))}")
+    if data is not None:  # a file or folder, or several
+        paths = [str(d) for d in data] if isinstance(data, list | tuple) else str(data)
+        overrides.append(f"data.path={json.dumps(paths)}")
     if config is None and not (resume and (run_dir or name)):
         raise UserError("pass --config FILE (e.g. --config configs/ihello.yaml), or --resume with --run-dir")
     base = read_yaml(config) if config is not None else {}
@@ -202,8 +186,7 @@ def training_config(config: str | Path | None, overrides: list[str], *, data: st
             raise UserError(f"cannot resume: {saved} does not exist; train without --resume first")
         base = read_yaml(saved)
     cfg = config_from_dict(apply_overrides(base, overrides))
-    if cfg.data.path:
-        cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
+    resolve_data_paths(cfg)
     return cfg, Path(run_dir) if run_dir is not None else None
 
 

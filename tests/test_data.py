@@ -16,7 +16,9 @@ from charrnn.errors import UserError
 from charrnn.vocab import Vocab, codepoints
 
 # Text without surrogates (which UTF-8 cannot hold); NUL and astral characters included on purpose.
-unicode_text = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=60)
+# A leading U+FEFF is a byte-order mark, which the reader drops: test_byte_order_mark covers it.
+unicode_text = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=60).filter(
+    lambda t: not t.startswith("\ufeff"))
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -110,7 +112,7 @@ def test_encoded_corpus_is_memory_mapped_and_cached(tmp_path, monkeypatch):
     path = write(tmp_path / "t.txt", "hello world\n" * 50)
     first = load_corpus(path, tmp_path / "cache")
     assert isinstance(first.ids, np.memmap) and first.ids.dtype == np.uint8
-    monkeypatch.setattr(data, "encode_file", lambda *a, **k: pytest.fail("the cache was not reused"))
+    monkeypatch.setattr(data, "encode_files", lambda *a, **k: pytest.fail("the cache was not reused"))
     again = load_corpus(path, tmp_path / "cache")
     assert again.vocab == first.vocab and np.array_equal(again.ids, first.ids)
     same_vocab = load_corpus(path, tmp_path / "cache", vocab=first.vocab)  # resume: reuses the same ids
@@ -129,7 +131,7 @@ def test_encoding_with_a_given_vocabulary(tmp_path):
     wider = Vocab(list("abcdz"))
     corpus = load_corpus(path, tmp_path / "cache", vocab=wider)
     assert corpus.vocab == wider and corpus.ids.tolist() == [2, 0, 1]
-    with pytest.raises(UserError, match="'c' is not in the model's vocabulary"):
+    with pytest.raises(UserError, match="character 'c' in .*t.txt is not in the model's vocabulary"):
         load_corpus(path, tmp_path / "cache", vocab=Vocab(list("ab")))
 
 
@@ -185,9 +187,10 @@ def test_open_corpus_shows_encoding_progress_on_a_terminal_only(make_config, mon
 
     from rich.console import Console
 
+    from charrnn import corpus as corpus_module
     from charrnn import tracking, train
 
-    monkeypatch.setattr(train, "PROGRESS_MIN_BYTES", 0)  # as if the file were large
+    monkeypatch.setattr(corpus_module, "PROGRESS_MIN_BYTES", 0)  # as if the file were large
     cfg = make_config("some text to encode " * 20)
     for terminal in (False, True):
         out = io.StringIO()
