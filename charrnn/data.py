@@ -278,7 +278,7 @@ class _IdWriter:
             new = np.flatnonzero(np.bincount(cps[ids < 0], minlength=_MAX_CODEPOINT))
             self.id_of[new] = np.arange(len(self.seen), len(self.seen) + len(new), dtype=np.int32)
             self.seen.extend(new.tolist())
-            if id_dtype(len(self.seen)) != self.dtype:
+            if id_dtype(len(self.seen)).itemsize > self.dtype.itemsize:
                 raise _VocabOutgrewDtype
             ids = self.id_of.take(cps, mode="clip", out=self._ids[:n])
         ids.astype(self.dtype).tofile(self.out)
@@ -385,23 +385,27 @@ def encode_files(files: CorpusFiles, out_path: str | Path, vocab: Vocab | None =
     """
     out_path = Path(out_path)
     id_of = np.full(_MAX_CODEPOINT, -1, dtype=np.int32)  # code point -> id (-1: not seen yet)
-    seen: list[int] = [] if vocab is None else [ord(c) for c in vocab.chars]  # code point of each id
-    id_of[seen] = np.arange(len(seen), dtype=np.int32)
+    given: list[int] = [] if vocab is None else [ord(c) for c in vocab.chars]
     tmp = out_path.with_name(f".{out_path.name}.tmp-{_writer_id()}")
-    skipped: set[int] = set()  # kept when a wider id type makes the pass start again
+    skipped: set[int] = set()  # known when a pass starts again, so later passes skip them at once
+    dtype = id_dtype(max(len(given), 1))
     try:
         while True:
-            dtype = id_dtype(max(len(seen), 1))
+            seen = list(given)  # code point of each id
+            id_of[:] = -1
+            id_of[seen] = np.arange(len(seen), dtype=np.int32)
             try:
                 with open(tmp, "wb") as out:
                     writer = _IdWriter(out, dtype, id_of, seen, vocab is not None, chunk_bytes)
                     _encode_documents(writer, files, separator, skipped, progress, chunk_bytes)
                     length = writer.length
             except _VocabOutgrewDtype:
-                continue  # start again with a wider type; the ids numbered so far are kept
+                dtype = id_dtype(len(seen))
+                continue  # start again with a wider type
             if id_dtype(max(len(seen), 1)) == dtype:
                 break
-            # else a skipped file took back the characters that had widened the type: start again narrower
+            # a skipped file took back the characters that had widened the type: start again, narrower
+            dtype = id_dtype(max(len(seen), 1))
         if vocab is None:
             vocab = Vocab([chr(c) for c in sorted(seen)])
             _renumber(tmp, dtype, np.argsort(np.argsort(seen)).astype(dtype), progress, chunk_bytes)
@@ -517,6 +521,7 @@ def load_corpus(paths: str | Path | Sequence[str | Path] | CorpusFiles, cache_di
         entry.mkdir(parents=True, exist_ok=True)
         vocab, length, skipped = encode_files(files, entry / "ids.bin", vocab, separator, progress, chunk_bytes)
         if length == 0:
+            (entry / "ids.bin").unlink()
             what = "" if len(files) == 1 else f" (its {len(files) - len(skipped)} UTF-8 files)"
             raise UserError(f"the corpus {files.names[0] if len(files) == 1 else files.label}{what} holds no text"
                             + (f"; skipped {len(skipped)} files that are not UTF-8 text" if skipped else ""))
