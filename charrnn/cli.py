@@ -191,12 +191,18 @@ def sample(
     seed: Annotated[int | None, typer.Option("--seed", help="Make the output reproducible.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"samples\": [...], \"chars_per_sec\": ...}.")]
     = False,
+    novelty: Annotated[bool, typer.Option(
+        "--novelty", help="After each sample, the longest stretch it shares with the run's training text (length, "
+        "start in the sample), and with --stop whether it is a whole record of that text ('in train') or 'new'. "
+        "The first use builds an index beside the run's cached ids.")] = False,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is produced.
 
     Example: charrnn sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8 --top-p 0.95
+
+    Example: charrnn sample runs/names --stop "\\n" --num-samples 64 --novelty
     """
     from charrnn.data import read_text
     from charrnn.sampling import SamplingOptions, StopFilter, generate
@@ -204,7 +210,7 @@ def sample(
     opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
     if prime is not None and prime_file is not None:
         raise UserError("pass --prime or --prime-file, not both")
-    state, model, vocab, _, dev = _load_run(run, checkpoint, device)
+    state, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
     if prime_file is not None:
         prime = read_text(prime_file)
     if prime is None:
@@ -213,6 +219,7 @@ def sample(
         raise UserError("the prime text is empty; pass at least one character with --prime")
     stop = stop.encode("utf-8").decode("unicode_escape") if stop and "\\" in stop else stop
     vocab.encode(prime)  # a character outside the vocabulary is named before any output
+    index = _novelty_index(run, cfg, vocab) if novelty else None  # a missing corpus is named before any output
     filters = [StopFilter(stop) for _ in range(num_samples)]
     texts = [prime] * num_samples
     stream = num_samples == 1 and not as_json
@@ -227,29 +234,50 @@ def sample(
                               seed=seed, device=dev):
             generated += num_samples
             pieces = [f.feed(c) for f, c in zip(filters, chars, strict=True)]
-            if stream:
-                if pieces[0]:
-                    out.write(pieces[0])
-                    out.flush()
-            else:
-                texts = [t + p for t, p in zip(texts, pieces, strict=True)]
+            if stream and pieces[0]:
+                out.write(pieces[0])
+                out.flush()
+            texts = [t + p for t, p in zip(texts, pieces, strict=True)]
             if all(f.done for f in filters):
                 break
         tails = [f.flush() for f in filters]
         speed = generated / max(time.perf_counter() - start, 1e-9)
+        texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
+        reports = None
+        if index is not None:
+            from charrnn.novelty import novelty as novelty_of
+
+            reports = [novelty_of(index, vocab, t, stop, f.done) for t, f in zip(texts, filters, strict=True)]
         if stream:
-            out.write(tails[0] + "\n")
+            out.write(tails[0] + "\n" + (reports[0].describe() + "\n" if reports else ""))
         elif as_json:
-            texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
-            out.write(json.dumps({"samples": texts, "chars_per_sec": round(speed, 1)}, ensure_ascii=False) + "\n")
+            result = {"samples": texts, "chars_per_sec": round(speed, 1)}
+            if reports:
+                result["novelty"] = [r.to_dict() for r in reports]
+            out.write(json.dumps(result, ensure_ascii=False) + "\n")
         else:
-            texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
-            out.write(("\n" + "-" * 40 + "\n").join(texts) + "\n")
+            shown = [t + "\n" + r.describe() for t, r in zip(texts, reports, strict=True)] if reports else texts
+            out.write(("\n" + "-" * 40 + "\n").join(shown) + "\n")
         out.flush()
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(0) from None
+
+
+def _novelty_index(run: Path, cfg, vocab):
+    """The index of the run's training split that --novelty compares samples with."""
+    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
+    from charrnn.novelty import NoveltyIndex
+
+    paths = data_paths(cfg)
+    missing = [p for p in paths if not Path(p).exists()]
+    if not paths or missing:
+        raise UserError(f"--novelty compares samples with the run's training text, and {(missing or ['it'])[0]} "
+                        "is not available; restore it, or sample without --novelty")
+    corpus = open_corpus(cfg, vocab, cache_dir=run_cache_dir(cfg, run))
+    n_train = len(corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)["train"])
+    return NoveltyIndex.for_corpus(corpus, n_train)
 
 
 @app.command("eval")
