@@ -298,31 +298,60 @@ class _IdWriter:
 
 def _encode_documents(w: _IdWriter, files: CorpusFiles, separator: str, skipped: set[int],
                       progress: Progress | None, chunk_bytes: int) -> None:
-    """Write every document's ids, separator between two of them. Small files from folders are read whole and
-    written several at a time, so a folder of many files costs what one file of the same size does."""
-    pending: list[str] = []
-    origins: list[tuple[int, int]] = []  # (index of the file, its first character in the pending text)
-    pending_chars, done_bytes, started = 0, 0, False
+    """Write every document's ids, separator between two of them. Small files from folders are read into one
+    buffer and decoded together, so a folder of many files costs what one file of the same size does; only a
+    block that is not UTF-8 is decoded file by file, to find the files to skip."""
+    sep = separator.encode("utf-8")
+    buf = bytearray(chunk_bytes + len(sep))
+    view = memoryview(buf)
+    block: list[tuple[int, int, int]] = []  # (file index, start, end) of each file's bytes in buf
+    pos, done_bytes, started, lead = 0, 0, False, False  # lead: the block starts with a separator
     total = sum(files.sizes)
 
-    def write(text: str, where: list[tuple[int, int]]) -> None:
+    def write(text: str, source: Callable[[int], str]) -> None:
         try:
             w.write(text)
         except _UnknownChar as exc:
-            index = next((i for i, first in reversed(where) if first <= exc.at), None)
-            source = files.names[index] if index is not None else "data.separator"
-            raise UserError(f"character {describe_char(exc.char)} in {source} is not in the model's vocabulary "
-                            f"of {len(w.seen)} characters; use only characters from the training text") from None
+            raise UserError(f"character {describe_char(exc.char)} in {source(exc.at)} is not in the model's "
+                            f"vocabulary of {len(w.seen)} characters; use only characters from the training text"
+                            ) from None
+
+    def source_in(pieces: list[tuple[int, str]], lead: bool) -> Callable[[int], str]:
+        def source(at: int) -> str:
+            offset = len(separator) if lead else 0
+            for index, text in pieces:
+                if offset <= at < offset + len(text):
+                    return files.names[index]
+                offset += len(text) + len(separator)
+            return "data.separator"
+        return source
 
     def flush() -> None:
-        nonlocal pending_chars
-        if pending:
-            write("".join(pending), origins)
-            pending.clear()
-            origins.clear()
-            pending_chars = 0
-            if progress:
-                progress("encode", done_bytes, total)
+        nonlocal pos, started, lead
+        if not block:
+            return
+        try:
+            text = str(view[:pos], "utf-8")
+
+            def source(at: int, lead: bool = lead) -> str:  # for an error message only: decodes file by file
+                return source_in([(i, str(view[a:b], "utf-8")) for i, a, b in block], lead)(at)
+        except UnicodeDecodeError:
+            pieces = []
+            for index, a, b in block:
+                try:
+                    pieces.append((index, str(view[a:b], "utf-8")))
+                except UnicodeDecodeError:
+                    skipped.add(index)
+            lead = bool(pieces) and w.length > 0
+            text = (separator if lead else "") + separator.join(t for _, t in pieces)
+            source = source_in(pieces, lead)
+        if text:
+            write(text, source)
+        started = w.length > 0
+        block.clear()
+        pos, lead = 0, False
+        if progress:
+            progress("encode", done_bytes, total)
 
     for index, path in enumerate(files.paths):
         size = files.sizes[index]
@@ -330,25 +359,24 @@ def _encode_documents(w: _IdWriter, files: CorpusFiles, separator: str, skipped:
             done_bytes += size
             continue
         if files.lenient[index] and size <= chunk_bytes:
+            if pos + len(sep) * started + size > len(buf):
+                flush()
+            start = pos + len(sep) * started
             try:
-                text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
-            except UnicodeDecodeError:
-                skipped.add(index)
-                done_bytes += size
-                continue
+                with open(path, "rb", buffering=0) as f:
+                    end = start + f.readinto(view[start : start + size])
             except OSError as exc:
                 raise UserError(f"cannot read {path} ({exc.strerror or exc}); fix its permissions or leave it "
                                 "out with data.include") from None
-            if text:
-                if pending_chars + len(separator) + len(text) > chunk_bytes:
-                    flush()
-                if started and separator:
-                    pending.append(separator)
-                    pending_chars += len(separator)
-                origins.append((index, pending_chars))
-                pending.append(text)
-                pending_chars += len(text)
-                started = True
+            if buf[start : start + len(_BOM)] == _BOM:
+                end -= len(_BOM)
+                buf[start:end] = buf[start + len(_BOM) : end + len(_BOM)]
+            if end > start:
+                if started:
+                    buf[pos:start] = sep
+                    lead = lead or pos == 0
+                block.append((index, start, end))
+                pos, started = end, True
             done_bytes += size
             continue
         flush()
@@ -356,9 +384,9 @@ def _encode_documents(w: _IdWriter, files: CorpusFiles, separator: str, skipped:
         wrote = False
         try:
             if started and separator:
-                write(separator, [])
+                write(separator, lambda at: "data.separator")
             for _, end, text in iter_text_chunks(path, chunk_bytes):
-                write(text, [(index, 0)])
+                write(text, lambda at, name=files.names[index]: name)
                 wrote = True
                 if progress:
                     progress("encode", done_bytes + end, total)

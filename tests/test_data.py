@@ -240,16 +240,25 @@ def test_include_globs_pick_the_files_of_a_folder(tmp_path, include, expected):
     assert text_of(load_corpus(folder, tmp_path / "cache", include=include)) == expected
 
 
-def test_non_utf8_files_of_a_folder_are_skipped_and_counted_without_leaving_a_trace(tmp_path):
-    # big.bin turns out not to be UTF-8 only after chunks of it were encoded (chunk_bytes 4): its characters
-    # must leave the vocabulary again, and its ids the id file.
-    folder = tree(tmp_path / "mixed", {"a.txt": "abc", "big.bin": "QRSTUVWXYZ".encode() + b"\xff\xfe",
+@pytest.mark.parametrize("chunk_bytes", [4, 1 << 21])
+def test_non_utf8_files_of_a_folder_are_skipped_and_counted_without_leaving_a_trace(tmp_path, chunk_bytes):
+    # With chunk_bytes 4, big.bin turns out not to be UTF-8 only after chunks of it were encoded: its characters
+    # must leave the vocabulary again, and its ids the id file. With 2 MiB, every file is read into one block,
+    # which then fails to decode as a whole.
+    folder = tree(tmp_path / "mixed", {"0.bin": b"\xff", "a.txt": "abc", "big.bin": b"QRSTUVWXYZ\xfe",
                                        "c.txt": "cab", "small.bin": b"\x89PNG\xff"})
-    corpus = load_corpus(folder, tmp_path / "cache", chunk_bytes=4)
+    corpus = load_corpus(folder, tmp_path / "cache", chunk_bytes=chunk_bytes)
     assert text_of(corpus) == "abc\ncab" and corpus.vocab.chars == ["\n", "a", "b", "c"]
-    assert corpus.skipped == ["big.bin", "small.bin"] and corpus.files == 2
-    again = load_corpus(folder, tmp_path / "cache", chunk_bytes=4)  # from the cache: the same note
-    assert again.skipped == ["big.bin", "small.bin"]
+    assert corpus.skipped == ["0.bin", "big.bin", "small.bin"] and corpus.files == 2
+    again = load_corpus(folder, tmp_path / "cache", chunk_bytes=chunk_bytes)  # from the cache: the same note
+    assert again.skipped == ["0.bin", "big.bin", "small.bin"]
+
+
+@pytest.mark.parametrize("chunk_bytes", [4, 1 << 21])
+def test_a_character_outside_a_given_vocabulary_names_its_file(tmp_path, chunk_bytes):
+    folder = tree(tmp_path / "f", {"a.txt": "abc", "b/c.txt": "cab", "d.txt": "bad é"})
+    with pytest.raises(UserError, match="character 'é' in d.txt is not in the model's vocabulary of 6"):
+        load_corpus(folder, tmp_path / "cache", vocab=Vocab(list("\n abcd")), chunk_bytes=chunk_bytes)
 
 
 def test_skipped_file_that_widened_the_id_type_leaves_it_narrow(tmp_path):
@@ -334,9 +343,10 @@ def test_byte_order_mark_is_dropped_from_each_file(tmp_path):
     assert text_of(corpus) == "hi\ufeffyo"
     assert read_text(path) == "hi\ufeffyo"
     assert [(s, e) for s, e, _ in iter_text_chunks(path, 2)][0][0] == 3  # byte ranges stay true to the file
-    folder = tree(tmp_path / "f", {"a.txt": bom + b"one", "b.txt": bom + b"two"})
-    corpus = load_corpus(folder, tmp_path / "cache2", chunk_bytes=2)
-    assert text_of(corpus) == "one\ntwo" and "\ufeff" not in corpus.vocab
+    folder = tree(tmp_path / "f", {"a.txt": bom + b"one", "b.txt": bom + b"two", "c.txt": bom})
+    for chunk_bytes in (2, 1 << 21):  # files streamed, or read into one block
+        corpus = load_corpus(folder, tmp_path / f"cache{chunk_bytes}", chunk_bytes=chunk_bytes)
+        assert text_of(corpus) == "one\ntwo" and "\ufeff" not in corpus.vocab
 
 
 def test_a_failed_encode_leaves_no_empty_cache_folder(tmp_path):
