@@ -142,6 +142,7 @@ class CorpusFiles:
     names: list[str]  # as the user knows them: relative to their folder, or as given
     lenient: list[bool]
     sizes: list[int]
+    stamps: list[str]  # size, mtime, ctime and inode, as listed: what the cache key is made of
     label: str  # names the cache entry and the progress bar
 
     def __len__(self) -> int:
@@ -180,24 +181,30 @@ def glob_regex(pattern: str) -> re.Pattern:
         raise UserError(f"data.include {pattern!r} is not a valid glob ({exc}); e.g. '**/*.txt'") from None
 
 
-def _walk(folder: Path) -> list[tuple[tuple[str, ...], Path]]:
-    """Every regular file below folder (not following folder links; hidden names, such as .git, left out),
-    as (relative path parts, path) in sorted path order."""
+def _walk(folder: str) -> list[tuple[tuple[str, ...], str]]:
+    """Every file below folder (not following folder links; hidden names, such as .git, left out), as
+    (relative path parts, path) in sorted path order."""
     found = []
-    for root, dirs, files in os.walk(folder, onerror=None):
+    skip = len(folder.rstrip(os.sep)) + 1
+    for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = Path(root).relative_to(folder).parts
-        for name in files:
-            if not name.startswith("."):
-                found.append(((*rel, name), Path(root, name)))
+        rel = tuple(root[skip:].split(os.sep)) if len(root) >= skip else ()
+        found.extend(((*rel, name), os.path.join(root, name)) for name in files if not name.startswith("."))
     found.sort(key=lambda item: item[0])
     return found
+
+
+def _stamp(st: os.stat_result) -> str:
+    """What the cache key holds of a file: a rewrite cannot keep the change time (ctime) even when it restores
+    the size and mtime, as `touch -d` does (git's index relies on the same stat fields)."""
+    return f"{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
 
 
 def list_corpus_files(paths: str | Path | Sequence[str | Path], include: str | Sequence[str] | None = None,
                       ) -> CorpusFiles:
     """The files that paths (files and folders) stand for, in order: a folder is read recursively in sorted
-    path order, keeping files that match one of the include globs (default: every file) and have any bytes."""
+    path order, keeping the regular files that match one of the include globs (default: every file) and have
+    any bytes."""
     given = [paths] if isinstance(paths, str | Path) else list(paths)
     if not given:
         raise UserError("no training text: set data.path in the config or pass --data FILE")
@@ -205,38 +212,40 @@ def list_corpus_files(paths: str | Path | Sequence[str | Path], include: str | S
     if any(not p for p in patterns):
         raise UserError("data.include holds an empty glob; use e.g. '**/*.txt', or leave it out for every file")
     regexes = [glob_regex(p) for p in patterns]
-    entries: dict[Path, tuple[str, bool, int]] = {}  # path -> (name, lenient, size), in order, each once
+    entries: dict[str, tuple[str, bool, int, str]] = {}  # path -> (name, lenient, size, stamp), each once
     for item in given:
         path = Path(item).expanduser()
         check_corpus_path(path)
         path = path.resolve()
         if path.is_dir():
             matched = 0
-            for parts, file in _walk(path):
+            for parts, file in _walk(str(path)):
                 rel = "/".join(parts)
                 if regexes and not any(r.match(rel) for r in regexes):
                     continue
                 matched += 1
                 try:
-                    size = file.stat().st_size
+                    st = os.stat(file)
                 except OSError:
                     continue  # a dangling link
-                if size and file not in entries:
-                    entries[file] = (rel, True, size)
+                if st.st_size and stat.S_ISREG(st.st_mode) and file not in entries:  # no pipes: they would block
+                    entries[file] = (rel, True, st.st_size, _stamp(st))
             if not matched:
                 what = f"no file matching data.include {' or '.join(map(repr, patterns))}" if patterns else "no files"
                 raise UserError(f"data folder {item} holds {what}; check the path"
                                 + (" and the glob (e.g. '**/*.txt' for every .txt file below it)" if patterns else ""))
         else:
             _check_readable(path)
-            entries.setdefault(path, (str(item), False, path.stat().st_size))
+            st = path.stat()
+            entries.setdefault(str(path), (str(item), False, st.st_size, _stamp(st)))
     if not entries:
         raise UserError(f"data folder {given[0]} holds only empty files; give it some text to learn from")
     label = Path(given[0]).expanduser().resolve().name or "corpus"
     if len(given) > 1:
         label += f"+{len(given) - 1}"
-    names, lenient, sizes = zip(*entries.values(), strict=True)
-    return CorpusFiles(list(entries), list(names), list(lenient), list(sizes), label[:80])
+    names, lenient, sizes, stamps = zip(*entries.values(), strict=True)
+    return CorpusFiles([Path(p) for p in entries], list(names), list(lenient), list(sizes), list(stamps),
+                       label[:80])
 
 
 # -- encoding --------------------------------------------------------------------------------------------
@@ -502,13 +511,11 @@ def _writer_id() -> str:
 
 
 def _cache_key(files: CorpusFiles, separator: str, vocab: Vocab | None) -> str:
-    """What identifies the encoded text: each file's path, size, modification and change times and inode. A
-    rewrite cannot keep the change time (ctime) even when it restores the size and mtime, as `touch -d` does,
-    so a changed file is encoded again (git's index relies on the same stat fields)."""
+    """What identifies the encoded text: each file's path and stat stamp (see _stamp), the separator, and the
+    vocabulary it was encoded with (if one was given)."""
     h = hashlib.sha256(f"{_CACHE_FORMAT}|{separator!r}".encode())
-    for path in files.paths:
-        st = path.stat()
-        h.update(f"|{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}".encode())
+    for path, stamp in zip(files.paths, files.stamps, strict=True):
+        h.update(f"|{path}|{stamp}".encode())
     if vocab is not None:
         h.update(vocab.to_json().encode())
     return h.hexdigest()[:16]
