@@ -31,6 +31,7 @@ class DataConfig:
     path: str | list[str] | None = _spec(None, doc="UTF-8 text file, folder (read recursively) or list of them")
     include: str | list[str] | None = _spec(None, doc="glob(s) that pick a folder's files, e.g. '**/*.py'; "
                                             "default: every file")
+    exclude: str | list[str] | None = _spec(None, doc="glob(s) of a folder's files to leave out, e.g. 'tests/**'")
     separator: str = _spec("\n", doc="text put between two documents (files)")
     val_fraction: float = _spec(0.1, lo=0.0, hi=1.0, hi_open=True)
     test_fraction: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)

@@ -1,6 +1,6 @@
 """The config's corpus: where its files and its encoded-id cache are, opened with a progress bar and notes.
 
-data.py knows files and caches; this module knows the config (data.path, data.include, data.separator,
+data.py knows files and caches; this module knows the config (data.path, data.include/exclude, data.separator,
 data.cache, log.dir) and the run folder, so that training, `eval` and `sample --novelty` open the same
 corpus the same way.
 """
@@ -70,11 +70,11 @@ def open_corpus(cfg: Config, vocab: Vocab | None = None, quiet: bool = True,
     paths = data_paths(cfg)
     if not paths:
         raise UserError("no training text: set data.path in the config or pass --data FILE")
-    files = list_corpus_files(paths, cfg.data.include)
+    files = list_corpus_files(paths, cfg.data.include, cfg.data.exclude)
     show = not quiet and sum(files.sizes) >= PROGRESS_MIN_BYTES
     with FileProgress(files.label, enabled=show) as progress:
         corpus = load_corpus(files, cache_dir or default_cache_dir(cfg), vocab, progress,
-                             include=cfg.data.include, separator=cfg.data.separator)
+                             separator=cfg.data.separator)
     if corpus.skipped and not quiet:
         print(skipped_note(corpus.skipped), file=sys.stderr, flush=True)
     return corpus

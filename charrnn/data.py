@@ -200,18 +200,23 @@ def _stamp(st: os.stat_result) -> str:
     return f"{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
 
 
+def _globs(patterns: str | Sequence[str] | None, key: str) -> tuple[list[str], list[re.Pattern]]:
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
+    if any(not p for p in patterns):
+        raise UserError(f"data.{key} holds an empty glob; use e.g. '**/*.txt', or leave it out")
+    return patterns, [glob_regex(p) for p in patterns]
+
+
 def list_corpus_files(paths: str | Path | Sequence[str | Path], include: str | Sequence[str] | None = None,
-                      ) -> CorpusFiles:
+                      exclude: str | Sequence[str] | None = None) -> CorpusFiles:
     """The files that paths (files and folders) stand for, in order: a folder is read recursively in sorted
-    path order, keeping the regular files that match one of the include globs (default: every file) and have
-    any bytes."""
+    path order, keeping the regular files that match one of the include globs (default: every file) and none
+    of the exclude globs, and have any bytes."""
     given = [paths] if isinstance(paths, str | Path) else list(paths)
     if not given:
         raise UserError("no training text: set data.path in the config or pass --data FILE")
-    patterns = [include] if isinstance(include, str) else list(include or [])
-    if any(not p for p in patterns):
-        raise UserError("data.include holds an empty glob; use e.g. '**/*.txt', or leave it out for every file")
-    regexes = [glob_regex(p) for p in patterns]
+    patterns, regexes = _globs(include, "include")
+    excluded, not_regexes = _globs(exclude, "exclude")
     entries: dict[str, tuple[str, bool, int, str]] = {}  # path -> (name, lenient, size, stamp), each once
     for item in given:
         path = Path(item).expanduser()
@@ -221,7 +226,7 @@ def list_corpus_files(paths: str | Path | Sequence[str | Path], include: str | S
             matched = 0
             for parts, file in _walk(str(path)):
                 rel = "/".join(parts)
-                if regexes and not any(r.match(rel) for r in regexes):
+                if regexes and not any(r.match(rel) for r in regexes) or any(r.match(rel) for r in not_regexes):
                     continue
                 matched += 1
                 try:
@@ -232,6 +237,7 @@ def list_corpus_files(paths: str | Path | Sequence[str | Path], include: str | S
                     entries[file] = (rel, True, st.st_size, _stamp(st))
             if not matched:
                 what = f"no file matching data.include {' or '.join(map(repr, patterns))}" if patterns else "no files"
+                what += f" outside data.exclude {' or '.join(map(repr, excluded))}" if excluded else ""
                 raise UserError(f"data folder {item} holds {what}; check the path"
                                 + (" and the glob (e.g. '**/*.txt' for every .txt file below it)" if patterns else ""))
         else:
@@ -534,7 +540,8 @@ def _open_cached(entry: Path) -> EncodedCorpus | None:
 
 def load_corpus(paths: str | Path | Sequence[str | Path] | CorpusFiles, cache_dir: str | Path,
                 vocab: Vocab | None = None, progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES, *,
-                include: str | Sequence[str] | None = None, separator: str = "\n") -> EncodedCorpus:
+                include: str | Sequence[str] | None = None, exclude: str | Sequence[str] | None = None,
+                separator: str = "\n") -> EncodedCorpus:
     """Encode a corpus (a text file, a folder, several, or their listing) once into cache_dir, reused while
     its files are unchanged, and memory-map it. Documents are joined with separator.
 
@@ -542,7 +549,7 @@ def load_corpus(paths: str | Path | Sequence[str | Path] | CorpusFiles, cache_di
     the corpus's own encoding when its vocabulary is the same, as on resume).
     progress(stage, bytes_done, bytes_total) is called as chunks are processed.
     """
-    files = paths if isinstance(paths, CorpusFiles) else list_corpus_files(paths, include)
+    files = paths if isinstance(paths, CorpusFiles) else list_corpus_files(paths, include, exclude)
     separator = separator if len(files) > 1 else ""
     own_entry = Path(cache_dir) / f"{files.label}.{_cache_key(files, separator, None)}"
     cached = _open_cached(own_entry)

@@ -240,6 +240,21 @@ def test_include_globs_pick_the_files_of_a_folder(tmp_path, include, expected):
     assert text_of(load_corpus(folder, tmp_path / "cache", include=include)) == expected
 
 
+@pytest.mark.parametrize(("include", "exclude", "expected"), [
+    ("**/*.py", "pkg/sub/**", "mid\ntop"),
+    (None, ["**/*.md", "**/*.bin", "top.py"], "mid\ndeep"),
+    ("**/*.py", "**/*.py", None),
+])
+def test_exclude_globs_leave_files_out(tmp_path, include, exclude, expected):
+    folder = tree(tmp_path / "src", {"top.py": "top", "pkg/mid.py": "mid", "pkg/sub/deep.py": "deep",
+                                     "README.md": "readme", "pkg/data.bin": b"\x00\x01"})
+    if expected is None:
+        with pytest.raises(UserError, match=re.escape("no file matching data.include '**/*.py' outside data.exclude")):
+            load_corpus(folder, tmp_path / "cache", include=include, exclude=exclude)
+    else:
+        assert text_of(load_corpus(folder, tmp_path / "cache", include=include, exclude=exclude)) == expected
+
+
 @pytest.mark.parametrize("chunk_bytes", [4, 1 << 21])
 def test_non_utf8_files_of_a_folder_are_skipped_and_counted_without_leaving_a_trace(tmp_path, chunk_bytes):
     # With chunk_bytes 4, big.bin turns out not to be UTF-8 only after chunks of it were encoded: its characters
