@@ -1,25 +1,53 @@
 """Run folders, atomic checkpoint writes and safe checkpoint loads.
 
 A checkpoint is a dict of tensors and plain data written with torch.save and read back with
-`torch.load(weights_only=True)`, which refuses anything that could run code.
+`torch.load(weights_only=True)`, which refuses anything that could run code. It carries a digest of all its
+contents (every tensor's bytes, dtype and shape, and every other value), checked on every load: a changed or
+lost byte is refused instead of loading other weights.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import json
 import os
 import pickle
 import shutil
+import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import xxhash
 
 from charrnn.errors import TrainingFailed, UserError
+from charrnn.runlock import LOCK_NAME
 
 FORMAT = "charrnn-checkpoint"
-VERSION = 1
+# 2 adds the digest. Version 1 files (written before it) are still read, unverified: refusing them would strand
+# every run trained so far, and a damaged version 2 file cannot pass for one (the version is under the digest,
+# and a version 2 file without a digest is refused).
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# XXH3-128 hashes at ~30 GB/s (sha256 ~1.7 GB/s with SHA-NI): about 1 ms for a 2x256 LSTM's checkpoint, whose
+# save + load then take 1.05x as long (sha256: 1.8x; benchmarks/checkpoint_io.py). It guards against damage,
+# not forgery: any unkeyed digest can be recomputed.
+DIGEST = "xxh3_128"
+_HASHERS: dict[str, Callable] = {"xxh3_128": xxhash.xxh3_128, "sha256": hashlib.sha256}
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint file whose bytes are not the ones charrnn wrote (truncated, flipped, incomplete)."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        other = "last" if path.name == "best.pt" else "best"
+        super().__init__(f"checkpoint {path} is damaged ({reason}); use another checkpoint "
+                         f"(e.g. --checkpoint {other}) or retrain")
 
 
 @dataclass(frozen=True)
@@ -56,9 +84,67 @@ class RunPaths:
         return self.last.is_file()
 
 
+MARKER = ".charrnn-run"  # written into every run folder charrnn creates: {"tool": "charrnn", "version": ...}
+
+# What charrnn writes into a run folder: a folder from before the marker is recognised by these names alone.
+_LEGACY_REQUIRED = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl")
+# (and TensorBoard projector folders, named by step)
+_RUN_ENTRIES = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl", "events.out.tfevents.*",
+                "projector_config.pbtxt", ".*.tmp-*", "status.json", LOCK_NAME, MARKER)
+_CHECKPOINT_ENTRIES = ("*.pt", ".*.tmp-*")
+
+
+def _marked(root: Path) -> bool:
+    try:
+        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("tool") == "charrnn"
+
+
+def _foreign_entries(root: Path) -> list[str]:
+    """Entries of a run folder that charrnn does not write (relative names)."""
+    foreign = [p.name for p in root.iterdir()
+               if not (any(fnmatch.fnmatchcase(p.name, pat) for pat in _RUN_ENTRIES) or p.name.isdigit())]
+    checkpoints = root / "checkpoints"
+    if checkpoints.is_dir() and not checkpoints.is_symlink():
+        foreign += [f"checkpoints/{p.name}" for p in checkpoints.iterdir()
+                    if not any(fnmatch.fnmatchcase(p.name, pat) for pat in _CHECKPOINT_ENTRIES)]
+    elif checkpoints.exists():
+        foreign.append("checkpoints")
+    return sorted(foreign)
+
+
+def is_run_dir(root: str | Path) -> bool:
+    """Whether charrnn made this folder: it holds charrnn's marker file, or (a run from before the marker)
+    config.yaml, vocab.json, checkpoints/ and metrics.jsonl and nothing that charrnn does not write."""
+    root = Path(root)
+    if not root.is_dir():
+        return False
+    if _marked(root):
+        return True
+    return all((root / name).exists() for name in _LEGACY_REQUIRED) and not _foreign_entries(root)
+
+
+def mark_run_dir(root: str | Path) -> None:
+    """Write the marker that makes a folder recognisable as a charrnn run (and so replaceable by --overwrite)."""
+    from charrnn import __version__
+
+    text = json.dumps({"tool": "charrnn", "version": __version__}) + "\n"
+    atomic_write(Path(root) / MARKER, lambda f: f.write(text.encode("utf-8")))
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
-    """Check that a run folder may be used as asked; create it (not on resume). Nothing is deleted
-    except a previous charrnn run under --overwrite."""
+    """Check that a run folder may be used as asked; create and mark it (not on resume).
+
+    Training writes only into a new folder, an empty one or a charrnn run folder; --overwrite deletes
+    only a charrnn run folder's contents (the folder stays, with the caller's lock file in it). Anything
+    else is a UserError, and nothing is touched."""
     paths = RunPaths(Path(root))
     if resume:
         if not paths.has_checkpoint():
@@ -66,21 +152,41 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
         for debris in paths.checkpoints.glob(".*.tmp-*"):  # a write that was killed midway (see atomic_write)
             debris.unlink(missing_ok=True)
         return paths
-    if paths.root.exists():
+    if paths.root.exists() or paths.root.is_symlink():
         if not paths.root.is_dir():
             raise UserError(f"run folder {paths.root} is a file; choose another --name or --run-dir")
-        started = paths.has_checkpoint() or paths.metrics.exists()
-        if started and not overwrite:
-            raise UserError(
-                f"run folder {paths.root} already holds a run; pass --resume to continue it, "
-                "--overwrite to start again, or --name to pick another"
-            )
-        if overwrite and any(paths.root.iterdir()):
-            if not (paths.config.exists() or paths.checkpoints.exists()):
-                raise UserError(f"--overwrite refused: {paths.root} is not a charrnn run folder; choose another name")
-            shutil.rmtree(paths.root)
+        try:
+            entries = sorted(p.name for p in paths.root.iterdir() if p.name != LOCK_NAME)  # the caller's lock
+        except OSError as exc:
+            raise UserError(f"cannot read the run folder {paths.root} ({exc.strerror or exc}); "
+                            "choose another --name or --run-dir") from None
+        if entries:
+            if not is_run_dir(paths.root):
+                foreign = _foreign_entries(paths.root) or entries
+                raise UserError(f"{paths.root} is not an empty folder or a charrnn run folder (it holds "
+                                f"{_listing(foreign)}); charrnn writes a run only into a new folder, an empty one "
+                                "or a run folder it made: choose another --name or --run-dir")
+            started = paths.has_checkpoint() or paths.metrics.exists()
+            if started and not overwrite:
+                raise UserError(
+                    f"run folder {paths.root} already holds a run; pass --resume to continue it, "
+                    "--overwrite to start again, or --name to pick another"
+                )
+            if overwrite:
+                if paths.root.is_symlink():
+                    raise UserError(f"--overwrite refused: {paths.root} is a symbolic link; "
+                                    "pass the folder it points to, or another --run-dir")
+                for entry in paths.root.iterdir():
+                    if entry.name == LOCK_NAME:
+                        continue
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
     try:
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        if not _marked(paths.root):
+            mark_run_dir(paths.root)
     except OSError as exc:
         raise UserError(f"cannot create the run folder {paths.root} ({exc.strerror or exc}); "
                         "choose another log.dir, --name or --run-dir") from None
@@ -117,10 +223,49 @@ def atomic_write(path: str | Path, write: Any) -> None:
     _fsync_dir(path.parent)
 
 
+def state_digest(state: Any, algorithm: str | None = None) -> str:
+    """'algorithm:hex' over everything in a checkpoint state: each tensor's dtype, shape and bytes (hashed
+    in place, no copy on CPU) and every other value, key and container, in order."""
+    algorithm = algorithm or DIGEST
+    hasher = _HASHERS[algorithm]()
+    _feed(hasher, state)
+    return f"{algorithm}:{hasher.hexdigest()}"
+
+
+def _feed(hasher: Any, value: Any) -> None:
+    # Each value starts with a type tag and carries its length, so two different states never feed the same bytes.
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        header = f"{t.dtype}{tuple(t.shape)}".encode()
+        hasher.update(b"T%d:" % len(header) + header)
+        hasher.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())  # bf16, bool, ...: raw bytes alike
+    elif isinstance(value, dict):
+        hasher.update(b"D%d:" % len(value))
+        for key, item in value.items():
+            _feed(hasher, key)
+            _feed(hasher, item)
+    elif isinstance(value, list | tuple):
+        hasher.update(b"%s%d:" % (b"L" if isinstance(value, list) else b"U", len(value)))
+        for item in value:
+            _feed(hasher, item)
+    elif isinstance(value, bool) or value is None:
+        hasher.update(b"B" + repr(value).encode())
+    elif isinstance(value, int):
+        hasher.update(b"I%d;" % value)
+    elif isinstance(value, float):
+        hasher.update(b"F" + struct.pack("<d", value))
+    else:  # str, bytes, torch.dtype, torch.device, ...
+        raw = value if isinstance(value, bytes) else f"{type(value).__name__}:{value}".encode("utf-8", "surrogatepass")
+        hasher.update(b"S%d:" % len(raw) + raw)
+
+
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Save a checkpoint dict atomically, stamped with format and version; a failed write (say a full disk)
-    is a TrainingFailed and leaves the previous file as it was."""
-    stamped = {"format": FORMAT, "version": VERSION, **state}
+    """Save a checkpoint dict atomically, stamped with format, version and a digest of all of it; a failed write
+    (say a full disk) is a TrainingFailed and leaves the previous file as it was."""
+    stamped = {"format": FORMAT, "version": VERSION, **{k: v for k, v in state.items() if k != "digest"}}
+    stamped["digest"] = state_digest(stamped)  # over everything else, a loaded state's old digest not included
     try:
         atomic_write(path, lambda f: torch.save(stamped, f))
     except OSError as exc:
@@ -147,17 +292,53 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except MemoryError:
         raise
     except Exception as exc:  # a damaged file fails in many ways: RuntimeError, EOFError, IndexError, struct.error...
-        raise UserError(f"checkpoint {path} is truncated or not a checkpoint ({type(exc).__name__}); "
-                        "use another checkpoint (e.g. --checkpoint last) or retrain") from None
+        raise DamagedCheckpoint(path, f"truncated or not a checkpoint: {type(exc).__name__}") from None
+    if isinstance(state, dict) and "digest" in state:  # checked first: a damaged file is named as such
+        _verify_digest(state, path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a charrnn checkpoint")
-    if state.get("version") != VERSION:
+    if state.get("version") not in READABLE_VERSIONS:
         raise UserError(f"checkpoint {path} has format version {state.get('version')!r}; this charrnn reads "
-                        f"version {VERSION}: use the charrnn version that wrote it")
+                        f"versions {', '.join(map(str, READABLE_VERSIONS))}: use the charrnn version that wrote it")
+    if state["version"] >= 2 and "digest" not in state:
+        raise DamagedCheckpoint(path, "its digest is missing")
+    state.pop("digest", None)
     missing = [k for k in ("config", "vocab", "model", "step") if k not in state]
     if missing:
-        raise UserError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
+        raise DamagedCheckpoint(path, f"incomplete: missing {', '.join(missing)}")
     return state
+
+
+def _verify_digest(state: dict, path: Path) -> None:
+    claimed = state["digest"]
+    algorithm = claimed.split(":", 1)[0] if isinstance(claimed, str) else None
+    if algorithm not in _HASHERS:
+        raise DamagedCheckpoint(path, f"unknown digest {str(claimed)[:40]!r}")
+    try:
+        actual = state_digest({k: v for k, v in state.items() if k != "digest"}, algorithm)
+    except Exception as exc:  # a tensor that a flipped byte made unreadable
+        raise DamagedCheckpoint(path, f"unreadable contents: {type(exc).__name__}") from None
+    if actual != claimed:
+        raise DamagedCheckpoint(path, "its contents do not match the digest written with it")
+
+
+def load_resume_checkpoint(paths: RunPaths) -> dict:
+    """last.pt for --resume; if it is damaged, the one-line error says which other checkpoint of the run is
+    intact and how to resume from it."""
+    try:
+        return load_checkpoint(paths.last)
+    except DamagedCheckpoint as exc:
+        damaged = exc
+    try:
+        intact = load_checkpoint(paths.best) if paths.best.is_file() else None
+    except UserError:
+        intact = None
+    if intact is None:
+        raise UserError(f"cannot resume: {paths.last} is damaged ({damaged.reason}) and the run has no other "
+                        "intact checkpoint; start again with --overwrite") from None
+    raise UserError(f"cannot resume: {paths.last} is damaged ({damaged.reason}); {paths.best} (step "
+                    f"{intact['step']}) is intact: to resume from there, copy it over last.pt "
+                    f"(cp {paths.best} {paths.last}) and run --resume again") from None
 
 
 def resolve_checkpoint(run: str | Path, which: str = "best") -> Path:

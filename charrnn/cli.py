@@ -90,7 +90,8 @@ def _handles_errors(fn):
         except TrainingFailed as exc:
             if _state["debug"]:
                 raise
-            _err(str(exc))
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 speaks for them
+                _err(str(exc))
             raise typer.Exit(1) from None
         except OSError as exc:  # e.g. the disk filled up while writing logs: the work failed; say what and where
             if _state["debug"]:
@@ -163,6 +164,10 @@ def _metrics_table(title: str, metrics, extra_column: str, extra_value: str) -> 
     return table
 
 
+_PRECISION_HELP = ("fp32 (default) | bf16 | fp16 (GPU) | auto (bf16 where native). Independent of the precision "
+                   "the run was trained in.")
+
+
 def _load_run(run: Path, checkpoint: str, device: str | None):
     from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
     from charrnn.device import resolve_device
@@ -186,8 +191,8 @@ def sample(
     top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus: smallest set with mass >= P.")] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the likeliest character.")] = False,
     num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Independent samples, one batch.")] = 1,
-    stop: Annotated[str | None, typer.Option("--stop", help="End each sample at this string (\\n escapes ok).")]
-    = None,
+    stop: Annotated[str | None, typer.Option("--stop", help="End each sample at this string; escapes \\n \\t \\\\ "
+                                             "\\xHH \\uHHHH are read.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Make the output reproducible.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"samples\": [...], \"chars_per_sec\": ...}.")]
     = False,
@@ -197,6 +202,7 @@ def sample(
         "The first use builds an index beside the run's cached ids.")] = False,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help=_PRECISION_HELP)] = "fp32",
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is produced.
 
@@ -205,22 +211,24 @@ def sample(
     Example: charrnn sample runs/names --stop "\\n" --num-samples 64 --novelty
     """
     from charrnn.data import read_text
-    from charrnn.sampling import SamplingOptions, StopFilter, generate
+    from charrnn.device import inference_precision
+    from charrnn.sampling import SamplingOptions, StopFilter, decode_escapes, generate
 
     opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
     if prime is not None and prime_file is not None:
         raise UserError("pass --prime or --prime-file, not both")
+    stop = decode_escapes(stop) if stop else None
     state, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
+    precision = inference_precision(precision, dev, cfg.model.cell)
     if prime_file is not None:
         prime = read_text(prime_file)
     if prime is None:
         prime = state.get("first_char") or vocab.chars[0]
     if prime == "":
         raise UserError("the prime text is empty; pass at least one character with --prime")
-    stop = stop.encode("utf-8").decode("unicode_escape") if stop and "\\" in stop else stop
     vocab.encode(prime)  # a character outside the vocabulary is named before any output
     index = _novelty_index(run, cfg, vocab) if novelty else None  # a missing corpus is named before any output
-    filters = [StopFilter(stop) for _ in range(num_samples)]
+    filters = [StopFilter(stop, prime) for _ in range(num_samples)]
     texts = [prime] * num_samples
     stream = num_samples == 1 and not as_json
     out = sys.stdout
@@ -231,7 +239,7 @@ def sample(
             out.write(prime)
             out.flush()
         for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
-                              seed=seed, device=dev):
+                              seed=seed, device=dev, precision=precision):
             generated += num_samples
             pieces = [f.feed(c) for f, c in zip(filters, chars, strict=True)]
             if stream and pieces[0]:
@@ -290,6 +298,7 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help=_PRECISION_HELP)] = "fp32",
 ) -> None:
     """Report loss (nats/char), bits per character, perplexity and accuracy on held-out text.
 
@@ -297,12 +306,13 @@ def eval_(
     """
     from charrnn.corpus import data_paths, open_corpus, run_cache_dir
     from charrnn.data import load_corpus
-    from charrnn.device import resolve_precision
+    from charrnn.device import inference_precision
     from charrnn.evaluate import evaluate
 
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got {split!r}")
     _, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
+    precision = inference_precision(precision, dev, cfg.model.cell)
     cache = run_cache_dir(cfg, run)  # beside the run, never in the folder the user stands in
     if data is not None:
         # The same encoder and memory map as training, with the run's vocabulary: an unseen character is named.
@@ -320,7 +330,7 @@ def eval_(
         if len(ids) < 2:
             raise UserError(f"the {split} split of {', '.join(corpus_paths)} is empty (data.{split}_fraction is 0); "
                             "use --split train or --data FILE")
-    metrics = evaluate(model, ids, device=dev, precision=resolve_precision(cfg.train.precision, dev, cfg.model.cell))
+    metrics = evaluate(model, ids, device=dev, precision=precision)
     if as_json:
         print(json.dumps(metrics.to_dict()))
         return
@@ -337,6 +347,7 @@ def info(
 
     Example: charrnn info runs/ihello
     """
+    from charrnn import runstatus
     from charrnn.model import parameter_table
     from charrnn.tracking import visible_char
 
@@ -386,6 +397,9 @@ def info(
     progress.add_row(f"{state['step']}{of}", number(best), number(last.get("loss")), number(last.get("bpc")),
                      number(last.get("accuracy")), f"{state.get('elapsed', 0.0):.1f} s")
     console.print(progress)
+    run_dir = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/X.pt
+    if (run_dir / runstatus.FILENAME).is_file():
+        console.print(Text.assemble(("status ", "bold"), runstatus.describe(run_dir)))
 
 
 def run() -> None:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from charrnn.errors import UserError
+
+AUTO = "auto"
+Auto = Literal["auto"]  # a field typed `int | Auto` also takes the string auto, resolved when training starts
 
 
 def _spec(default: Any, *, choices: tuple | None = None, lo: float | None = None,
@@ -43,10 +45,10 @@ class ModelConfig:
     cell: str = _spec("lstm", choices=("rnn", "gru", "lstm"))
     nonlinearity: str = _spec("tanh", choices=("tanh", "relu"))
     encoding: str = _spec("embedding", choices=("onehot", "embedding"))
-    embedding_dim: int = _spec(64, lo=1)
-    hidden_size: int = _spec(128, lo=1)
+    embedding_dim: int | Auto = _spec(64, lo=1, doc="auto: equal to hidden_size")
+    hidden_size: int | Auto = _spec(128, lo=1, doc="auto: chosen from this machine's speed and train.time_budget")
     num_layers: int = _spec(2, lo=1)
-    dropout: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)
+    dropout: float | Auto = _spec(0.0, lo=0.0, hi=1.0, hi_open=True, doc="auto: follows hidden_size")
     tie_weights: bool = _spec(False)
     bidirectional: bool = _spec(False)
 
@@ -60,7 +62,7 @@ class TrainConfig:
     time_budget: float | None = _spec(None, lo=0.0, lo_open=True, doc="seconds")
     batching: str = _spec("random", choices=("random", "stateful"))
     optimizer: str = _spec("adamw", choices=("adamw", "adam", "rmsprop", "sgd"))
-    lr: float = _spec(0.003, lo=0.0, lo_open=True)
+    lr: float | Auto = _spec(0.003, lo=0.0, lo_open=True, doc="auto: follows model.hidden_size (adam, adamw)")
     lr_schedule: str = _spec("cosine", choices=("constant", "cosine", "step"))
     min_lr_ratio: float = _spec(0.1, lo=0.0, hi=1.0)
     lr_step_every: float = _spec(0.33, lo=0.0, hi=1.0, lo_open=True, doc="step schedule: fraction of the run")
@@ -103,17 +105,32 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _words(tp: Any) -> tuple[str, ...]:
+    """The strings a field takes besides its base type (`int | Auto` -> ("auto",))."""
+    return tuple(w for a in typing.get_args(tp) if typing.get_origin(a) is Literal for w in typing.get_args(a))
+
+
+def _base(tp: Any) -> Any:
+    """The value type of a field: int for `int`, `int | None` and `int | Auto`."""
+    args = [a for a in typing.get_args(tp) if a is not type(None) and typing.get_origin(a) is not Literal]
+    return args[0] if args else tp
+
+
 def _type_name(tp: Any) -> str:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if args else tp
+    base = _base(tp)
     name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(base, str(base))
-    if list[str] in args:
+    if list[str] in typing.get_args(tp):
         name += " or a list of strings"
-    return name + (" or null" if type(None) in typing.get_args(tp) else "")
+    return name + "".join(f" or {w!r}" for w in _words(tp)) + (" or null" if _is_optional(tp) else "")
 
 
 def _is_optional(tp: Any) -> bool:
-    return isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
+    return type(None) in typing.get_args(tp)
+
+
+def is_auto(value: Any) -> bool:
+    """Whether a config value is the word auto (to be resolved when training starts)."""
+    return isinstance(value, str) and value == AUTO
 
 
 def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
@@ -126,7 +143,9 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if not value or not all(isinstance(v, str) for v in value):
             raise UserError(f"config key '{key}' must be a non-empty list of strings, got {value!r}")
         return list(value)
-    base = next(a for a in typing.get_args(tp) if a is not type(None)) if _is_optional(tp) else tp
+    if isinstance(value, str) and value in _words(tp):
+        return value
+    base = _base(tp)
     ok = (
         (base is bool and isinstance(value, bool))
         or (base is int and isinstance(value, int) and not isinstance(value, bool))
@@ -184,13 +203,20 @@ def _check_whole(cfg: Config) -> None:
     t = cfg.train
     if t.max_steps is None and t.max_epochs is None and t.time_budget is None:
         raise UserError("set one of train.max_steps, train.max_epochs or train.time_budget so training can stop")
-    if cfg.model.tie_weights:
-        m = cfg.model
-        if m.encoding != "embedding" or m.embedding_dim != m.hidden_size:
-            raise UserError(
-                "model.tie_weights needs encoding: embedding and embedding_dim equal to hidden_size "
-                f"(got encoding={m.encoding}, embedding_dim={m.embedding_dim}, hidden_size={m.hidden_size})"
-            )
+    m = cfg.model
+    if is_auto(m.hidden_size) and t.time_budget is None:
+        raise UserError("model.hidden_size: auto needs train.time_budget (seconds): the width is chosen for the "
+                        "time the run has; set one, or give hidden_size a number")
+    # Tied weights make the embedding as wide as the hidden state; under hidden_size: auto it follows the width.
+    follows = is_auto(m.embedding_dim) or is_auto(m.hidden_size) or m.embedding_dim == m.hidden_size
+    if m.tie_weights and (m.encoding != "embedding" or not follows):
+        raise UserError(
+            "model.tie_weights needs encoding: embedding and embedding_dim equal to hidden_size (or auto) "
+            f"(got encoding={m.encoding}, embedding_dim={m.embedding_dim}, hidden_size={m.hidden_size})"
+        )
+    if is_auto(t.lr) and t.optimizer not in ("adam", "adamw"):
+        raise UserError(f"train.lr: auto is fitted for the adam and adamw optimizers; with train.optimizer "
+                        f"{t.optimizer} give train.lr a number")
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise UserError(f"config key 'name' must be a plain folder name, got {cfg.name!r}")
 

@@ -67,6 +67,26 @@ class DistContext:
         total, *raised = values.tolist()
         return total / self.world_size, [r > 0 for r in raised]
 
+    def max_over_ranks(self, *values: float) -> list[float]:
+        """Each value's maximum over the ranks, in one collective (the values themselves when alone)."""
+        if self.world_size == 1:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64)  # a CPU tensor: gloo, also beside NCCL
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+        return tensor.tolist()
+
+    def any_rank(self, flag: bool) -> bool:
+        """Whether the flag is set on any rank (every rank must call this at the same point)."""
+        return self.max_over_ranks(float(flag))[0] > 0
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's obj, in rank order (a collective: all ranks call it at the same point)."""
+        if self.world_size == 1:
+            return [obj]
+        parts: list = [None] * self.world_size
+        torch_dist.all_gather_object(parts, obj)
+        return parts
+
     def gather_rows(self, hidden):
         """A per-rank hidden state (L, B/N, H) (or an (h, c) pair) -> the global batch's (L, B, H), rank order."""
         if self.world_size == 1 or hidden is None:

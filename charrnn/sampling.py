@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from charrnn.device import autocast
 from charrnn.errors import UserError
 from charrnn.model import CharRNN
 from charrnn.stepper import make_stepper
@@ -68,8 +69,9 @@ def choose_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Ge
 
 def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: SamplingOptions = SamplingOptions(),
              num_samples: int = 1, seed: int | None = None, device: torch.device | str = "cpu",
-             ) -> Iterator[list[str]]:
-    """Yield, for each of `length` steps, the next character of each of the num_samples streams."""
+             precision: str = "fp32") -> Iterator[list[str]]:
+    """Yield, for each of `length` steps, the next character of each of the num_samples streams; the model
+    runs under `precision` autocast (fp32, bf16, fp16: see device.inference_precision)."""
     if not prime:
         raise UserError("the prime text is empty; pass at least one character with --prime")
     if length < 0 or num_samples < 1:
@@ -84,11 +86,13 @@ def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: Sam
             step = make_stepper(model)
             hidden = None
             if len(prime_ids) > 1:
-                _, hidden = model(prime_ids[None, :-1].expand(num_samples, -1), None)
+                with autocast(device, precision):
+                    _, hidden = model(prime_ids[None, :-1].expand(num_samples, -1), None)
             x = prime_ids[-1:].expand(num_samples).contiguous()
             state = step.start(hidden, num_samples, device)
             for _ in range(length):
-                logits, state = step(x, state)
+                with autocast(device, precision):
+                    logits, state = step(x, state)
                 x = choose_next(logits, opts, generator)
                 yield [vocab.chars[i] for i in x.tolist()]
     finally:
@@ -96,11 +100,63 @@ def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: Sam
             model.train()
 
 
-class StopFilter:
-    """Streams text through, holding back just enough to cut it at the first `stop` string."""
+_SIMPLE_ESCAPES = {"\\": "\\", "n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f",
+                   "v": "\v", "'": "'", '"': '"'}
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+_HEX = frozenset("0123456789abcdefABCDEF")
 
-    def __init__(self, stop: str | None):
-        self.stop, self.pending, self.done = stop or None, "", False
+
+def decode_escapes(text: str, option: str = "--stop") -> str:
+    """Python-style backslash escapes in a command-line string: \\n \\t \\r \\a \\b \\f \\v \\\\ \\' \\"
+    \\xHH \\uHHHH \\UHHHHHHHH. Every other character, non-ASCII included, is kept as it is; a malformed or
+    unknown escape is a UserError naming it."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        kind = text[i + 1] if i + 1 < len(text) else ""
+        if kind in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[kind])
+            i += 2
+            continue
+        if kind in _HEX_ESCAPES:
+            width = _HEX_ESCAPES[kind]
+            digits = text[i + 2:i + 2 + width]
+            shown = text[i:i + 2 + width]
+            if len(digits) < width or not set(digits) <= _HEX:
+                raise UserError(f"{option}: the escape '{shown}' is incomplete: \\{kind} takes exactly {width} hex "
+                                f"digits (e.g. \\{kind}{'0' * (width - 2)}41 for 'A'); write \\\\ for a backslash")
+            code = int(digits, 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise UserError(f"{option}: the escape '{shown}' is not a Unicode character "
+                                "(the largest is \\U0010FFFF; \\uD800-\\uDFFF are surrogates)")
+            out.append(chr(code))
+            i += 2 + width
+            continue
+        if not kind:
+            raise UserError(f"{option}: the escape '\\' is incomplete: the text ends in a lone backslash; "
+                            "write \\\\ for a backslash")
+        raise UserError(f"{option}: unknown escape '{text[i:i + 2]}'; use \\n, \\t, \\xHH, \\uHHHH, "
+                        "\\UHHHHHHHH, or \\\\ for a backslash")
+    return "".join(out)
+
+
+class StopFilter:
+    """Streams generated text through, holding back just enough to cut it at the first `stop` string.
+
+    The stop string may begin in the prime and end in the generated text: that counts (the printed sample
+    would show it otherwise). The prime itself is never cut, and a stop string wholly inside it does not count.
+    """
+
+    def __init__(self, stop: str | None, prime: str = ""):
+        self.stop, self.done = stop or None, False
+        keep = len(self.stop) - 1 if self.stop else 0
+        self.pending = prime[max(len(prime) - keep, 0):] if keep else ""  # the prime's tail: matched, never emitted
+        self.held = len(self.pending)  # how many leading characters of pending belong to the prime
 
     def feed(self, text: str) -> str:
         """Return the text that is safe to emit now; after the stop string, nothing."""
@@ -112,26 +168,27 @@ class StopFilter:
         cut = self.pending.find(self.stop)
         if cut >= 0:
             self.done = True
-            out, self.pending = self.pending[:cut], ""
+            out, self.pending = self.pending[self.held:cut], ""
             return out
-        keep = len(self.stop) - 1
-        out = self.pending[: len(self.pending) - keep] if keep else self.pending
-        self.pending = self.pending[len(out):]
+        emit_to = max(len(self.pending) - (len(self.stop) - 1), 0)
+        out = self.pending[self.held:emit_to]
+        self.pending = self.pending[emit_to:]
+        self.held = max(self.held - emit_to, 0)
         return out
 
     def flush(self) -> str:
-        out, self.pending = ("" if self.done else self.pending), ""
+        out, self.pending = ("" if self.done else self.pending[self.held:]), ""
         return out
 
 
 def sample_text(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: SamplingOptions = SamplingOptions(),
                 num_samples: int = 1, seed: int | None = None, stop: str | None = None,
-                device: torch.device | str = "cpu") -> list[str]:
-    """Whole samples (prime + generated, cut at `stop`), for scripts and TensorBoard."""
-    filters = [StopFilter(stop) for _ in range(num_samples)]
+                device: torch.device | str = "cpu", precision: str = "fp32") -> list[str]:
+    """Whole samples (prime + generated, cut at `stop`: see StopFilter), for scripts and TensorBoard."""
+    filters = [StopFilter(stop, prime) for _ in range(num_samples)]
     texts = [prime] * num_samples
     for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
-                          seed=seed, device=device):
+                          seed=seed, device=device, precision=precision):
         texts = [t + f.feed(c) for t, f, c in zip(texts, filters, chars, strict=True)]
         if all(f.done for f in filters):
             break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,23 @@ def _hparam_value(value: Any) -> bool | int | float | str:
     return value if isinstance(value, int | float | str) else str(value)
 
 
+_STATUS_SUFFIX = ".status"
+
+
+def _wait_to_sort_after_existing_event_files(run_dir: Path, limit_s: float = 2.0) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second it was made: a
+    session resumed within the second of the one before must wait for the next second (at most limit_s, in case
+    a file's time lies in the future) so its file sorts after the earlier one."""
+    newest = 0
+    for path in run_dir.glob("events.out.tfevents.*"):
+        stamp = path.name.split(".")[3]
+        if stamp.isdigit() and not path.name.endswith(_STATUS_SUFFIX):
+            newest = max(newest, int(stamp))
+    wait = newest + 1 - time.time()
+    if 0 < wait <= limit_s:
+        time.sleep(wait)
+
+
 def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
@@ -57,6 +75,8 @@ class Tracker:
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
 
+            if purge_step is not None:
+                _wait_to_sort_after_existing_event_files(self.run_dir)
             # purge_step hides events a crashed session logged after the checkpoint it resumes from.
             self.writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=10, purge_step=purge_step)
         self.console = stderr_console()
@@ -107,10 +127,32 @@ class Tracker:
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
-        exp, ssi, sei = hparams_summary(clean, {tag: 0.0 for tag in metric_tags})
+        exp, ssi, _ = hparams_summary(clean, {tag: 0.0 for tag in metric_tags})  # the end comes at the end
         file_writer = self.writer._get_file_writer()
-        for summary in (exp, ssi, sei):
+        for summary in (exp, ssi):
             file_writer.add_summary(summary)
+
+    def session_status(self, status: str) -> None:
+        """The HParams session status: running, success, failure or aborted. TensorBoard keeps the first status
+        it reads for a run, so the status lives alone in a small event file of its own that each change replaces
+        (a session that was killed stays 'running'; one that is resumed and finishes becomes 'success')."""
+        if self.writer is None:
+            return
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+        from torch.utils.tensorboard.writer import FileWriter
+
+        end = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value(f"STATUS_{status.upper()}"),
+                                             end_time_secs=time.time())
+        content = plugin_data_pb2.HParamsPluginData(session_end_info=end, version=metadata.PLUGIN_DATA_VERSION)
+        plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
+        summary = Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG,
+                                               metadata=SummaryMetadata(plugin_data=plugin))])
+        for old in self.run_dir.glob(f"events.out.tfevents.*{_STATUS_SUFFIX}"):
+            old.unlink(missing_ok=True)
+        writer = FileWriter(str(self.run_dir), filename_suffix=_STATUS_SUFFIX)
+        writer.add_summary(summary)
+        writer.close()
 
     def histograms(self, step: int, named_tensors: dict[str, Any]) -> None:
         if self.writer is not None:
@@ -131,8 +173,12 @@ class Tracker:
             return
         # Strict JSON: a value that is not a finite number (no train steps since the last eval) is null.
         clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean) + "\n")
+        # One write(2) of the whole line on an O_APPEND descriptor: a kill leaves a line whole or absent.
+        fd = os.open(self.run_dir / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(clean) + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
         self.scalars(record["step"], {"val/loss": record.get("val_loss"), "val/bpc": record.get("val_bpc"),
                                       "val/accuracy": record.get("val_accuracy")})
         self._last_val = record.get("val_loss", float("nan"))

@@ -3,8 +3,12 @@ last.pt usable, and a file whose pickle would run code, or a damaged file, is re
 
 from __future__ import annotations
 
+import io
+import json
+import math
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -17,11 +21,12 @@ from test_resume import STEPS, assert_same_state, resume_config
 from typer.testing import CliRunner
 
 import charrnn.checkpoint as checkpoint_module
-from charrnn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from charrnn.checkpoint import atomic_write, load_checkpoint, resolve_checkpoint, save_checkpoint, state_digest
 from charrnn.cli import app
 from charrnn.config import save_config
 from charrnn.errors import TrainingFailed, UserError
-from charrnn.train import train
+from charrnn.evaluate import evaluate
+from charrnn.train import load_model, open_corpus, train
 
 runner = CliRunner()
 
@@ -193,3 +198,117 @@ def test_a_full_disk_while_logging_is_one_line_and_exit_1(make_config, monkeypat
     save_config(cfg, cfg_file)
     line = one_line_error(runner.invoke(app, ["train", "--config", str(cfg_file), "-q"]), code=1)
     assert "No space left on device" in line and "metrics.jsonl" in line
+
+
+# -- which checkpoint a command loads ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def run_with_two_checkpoints(tmp_path_factory):
+    """A trained run whose last.pt has been replaced by the same model with every weight zero: its loss is
+    exactly ln(V) (uniform predictions), so each command's numbers show which file it loaded."""
+    tmp = tmp_path_factory.mktemp("two")
+    run = train(tiny_config(tmp, "hello world " * 10, train={"max_steps": 20}), quiet=True).run_dir
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state["model"] = {k: torch.zeros_like(v) for k, v in state["model"].items()}
+    save_checkpoint(state, run / "checkpoints" / "last.pt")
+    return run, len(state["vocab"])
+
+
+def eval_loss(*args: str) -> float:
+    res = runner.invoke(app, ["eval", *args, "--split", "train", "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)["loss"]
+
+
+def test_resolve_checkpoint_best_last_path_and_fallback(run_with_two_checkpoints, tmp_path):
+    run, vocab_size = run_with_two_checkpoints
+    best, last = run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt"
+    assert resolve_checkpoint(run) == best
+    assert resolve_checkpoint(run, "best") == best
+    assert resolve_checkpoint(run, "last") == last
+    assert resolve_checkpoint(run, str(last)) == last
+    assert resolve_checkpoint(last, "best") == last  # RUN given as a file: that file
+    # through the CLI: best (default) learned something; last is the zeroed model
+    assert eval_loss(str(run)) < math.log(vocab_size) - 0.2
+    assert eval_loss(str(run), "--checkpoint", "last") == pytest.approx(math.log(vocab_size), abs=1e-6)
+    assert eval_loss(str(run), "--checkpoint", str(last)) == pytest.approx(math.log(vocab_size), abs=1e-6)
+
+    copy = tmp_path / "copy"
+    (copy / "checkpoints").mkdir(parents=True)
+    shutil.copy(last, copy / "checkpoints" / "last.pt")
+    assert resolve_checkpoint(copy, "best") == copy / "checkpoints" / "last.pt"  # no best.pt yet: last.pt
+    assert eval_loss(str(copy)) == pytest.approx(math.log(vocab_size), abs=1e-6)
+
+
+def test_resolve_checkpoint_errors_are_one_line(run_with_two_checkpoints, tmp_path):
+    run, _ = run_with_two_checkpoints
+    empty = tmp_path / "untrained"
+    (empty / "checkpoints").mkdir(parents=True)
+    with pytest.raises(UserError, match="has no best checkpoint"):
+        resolve_checkpoint(empty, "best")
+    with pytest.raises(UserError, match="has no last checkpoint"):
+        resolve_checkpoint(empty, "last")
+    with pytest.raises(UserError, match="use best, last or the path of a checkpoint file"):
+        resolve_checkpoint(run, "newest")
+    line = one_line_error(runner.invoke(app, ["sample", str(empty)]))
+    assert "has no best checkpoint" in line
+    line = one_line_error(runner.invoke(app, ["eval", str(run), "--checkpoint", str(tmp_path / "gone.pt")]))
+    assert "use best, last or the path" in line
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"format": "someone-else"}, "is not a charrnn checkpoint"),
+    ({"version": 3}, "has format version 3; this charrnn reads versions 1, 2"),
+    ({"version": None}, "has format version None"),
+    ({"drop": ["model", "vocab"]}, "incomplete: missing vocab, model"),
+    ({"drop": ["step"]}, "incomplete: missing step"),
+])
+def test_foreign_format_version_or_missing_keys_are_named(good_checkpoint, tmp_path, change, message):
+    state = torch.load(io.BytesIO(good_checkpoint), weights_only=True)
+    for key in change.pop("drop", []):
+        del state[key]
+    state.update(change)
+    state["digest"] = state_digest({k: v for k, v in state.items() if k != "digest"})  # odd, not damaged
+    path = tmp_path / "odd.pt"
+    torch.save(state, path)
+    with pytest.raises(UserError) as info:
+        load_checkpoint(path)
+    assert message in str(info.value)
+    for command in ("eval", "sample", "info"):
+        assert message in one_line_error(runner.invoke(app, [command, str(path)]))
+
+
+# -- what eval scores --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("splits")
+    text = "".join(f"line {i}: the cat sat on the mat.\n" for i in range(12))
+    cfg = tiny_config(tmp, text, data={"val_fraction": 0.2, "test_fraction": 0.2}, train={"max_steps": 20})
+    run = train(cfg, quiet=True).run_dir
+    model, vocab, cfg = load_model(load_checkpoint(resolve_checkpoint(run)))
+    return run, model, vocab, open_corpus(cfg, vocab).splits(0.2, 0.2)
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_eval_scores_the_split_asked_for(split_run, split):
+    run, model, _, splits = split_run
+    scores = {name: evaluate(model, ids).loss for name, ids in splits.items()}
+    assert len(set(scores.values())) == 3  # guard: a wrong split would give other numbers
+    res = runner.invoke(app, ["eval", str(run), "--split", split, "--json"])
+    assert res.exit_code == 0, res.output
+    expected = evaluate(model, splits[split])
+    assert json.loads(res.stdout) == pytest.approx(expected.to_dict(), rel=1e-9)
+    assert json.loads(res.stdout)["chars"] == len(splits[split]) - 1
+
+
+def test_eval_data_scores_that_file(split_run, tmp_path):
+    run, model, vocab, _ = split_run
+    text = "the mat sat on the cat.\n" * 3
+    path = tmp_path / "other.txt"
+    path.write_text(text, encoding="utf-8")
+    res = runner.invoke(app, ["eval", str(run), "--data", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["chars"] == len(text) - 1
+    assert got == pytest.approx(evaluate(model, vocab.encode(text)).to_dict(), rel=1e-9)

@@ -50,6 +50,9 @@ def one_line_error(res, *fragments: str) -> str:
     ("model.cell=gru", ["model.cell='gru'", "'lstm'"]),
     ("train.optimizer=sgd", ["train.optimizer='sgd'", "'adam'"]),
     ("train.batching=stateful", ["train.batching='stateful'", "'random'"]),
+    ("train.seq_length=5", ["train.seq_length=5", "trained with 6"]),
+    ("train.batch_size=2", ["train.batch_size=2", "trained with 1"]),
+    ("data.val_fraction=0.2", ["data.val_fraction=0.2", "trained with 0.0"]),
 ])
 def test_resume_refuses_settings_the_checkpoint_depends_on_and_writes_nothing(make_config, override, fragments):
     """Changing the model, optimizer or data order on --resume used to crash (RuntimeError, KeyError) after
@@ -62,6 +65,14 @@ def test_resume_refuses_settings_the_checkpoint_depends_on_and_writes_nothing(ma
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     res = runner.invoke(app, ["train", "--resume", "--run-dir", str(run), "--set", "train.max_steps=24", "-q"])
     assert res.exit_code == 0, res.output
+
+
+def test_resume_and_overwrite_together_are_refused_and_touch_nothing(make_config):
+    run = train(make_config("hello world " * 10), quiet=True).run_dir
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    res = runner.invoke(app, ["train", "--resume", "--overwrite", "--run-dir", str(run), "-q"])
+    one_line_error(res, "--resume and --overwrite contradict each other")
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -153,7 +164,7 @@ def _fields():
 
 
 FIELDS = _fields()
-_WORD = st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=10)
+_WORD = st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=10).filter(lambda w: w != "auto")
 
 
 def _base_type(tp):

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from charrnn import distributed
+from charrnn import autosize, distributed
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import config_from_dict
 from charrnn.errors import UserError
@@ -88,7 +89,9 @@ def test_torchrun_two_processes_train_like_one_process_and_resume(tmp_path):
     assert [s for s, _ in ddp] == [1, 2, 3, 4, 5, 6] == [s for s, _ in single]
     for (_, a), (_, b) in zip(single, ddp, strict=True):
         assert abs(a - b) < 1e-5  # the logged loss is the global-batch mean, not rank 0's half
-    assert len(list(run.glob("events.out.tfevents.*"))) == 2  # one per session, both from rank 0
+    events = [p.name for p in run.glob("events.out.tfevents.*")]
+    assert len([e for e in events if not e.endswith(".status")]) == 2  # one per session, both from rank 0
+    assert len([e for e in events if e.endswith(".status")]) == 1  # the HParams status, replaced as it changes
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert not list(run.rglob("*.tmp*"))
     metrics = [yaml.safe_load(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -108,3 +111,56 @@ def test_python_dash_m_charrnn_is_the_cli():
     result = subprocess.run([sys.executable, "-m", "charrnn", "--help"], cwd=REPO, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_a_diverging_torchrun_run_ends_on_every_rank_with_one_line(tmp_path):
+    """A learning rate that blows up: all ranks stop at the same step (they agree through the per-step
+    all-reduce), the job exits 1 within seconds, and charrnn says so once (rank 0), in one line."""
+    config = write_config(tmp_path, optimizer="sgd", lr=1e6, grad_clip=0.0, max_steps=10_000, eval_every=5,
+                          checkpoint_every=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "charrnn", "train", "--quiet", "--config", str(config),
+           "--set", "model.cell=rnn", "--set", "model.nonlinearity=relu", "--run-dir", str(tmp_path / "ddp")]
+    started = time.monotonic()
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert time.monotonic() - started < 60  # no rank sat in an all-reduce until the 30-minute timeout
+    charrnn_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert len(charrnn_lines) == 1 and "at step" in charrnn_lines[0], result.stderr[-3000:]
+    assert "charrnn/" not in result.stderr  # no traceback of ours (torchrun adds its own report of the exit)
+
+
+def test_torchrun_with_dropout_draws_masks_per_rank_and_resumes_exactly(tmp_path):
+    """With dropout each rank draws its own masks (checkpoints keep every rank's RNG), and a torchrun run cut
+    after 3 steps and resumed ends with the same weights as one run straight through."""
+    config = write_config(tmp_path, max_steps=6)
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["model"].update(num_layers=2, dropout=0.3)
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    torchrun("--config", str(config), "--run-dir", str(tmp_path / "straight"))
+    torchrun("--config", str(config), "--run-dir", str(tmp_path / "cut"), "--set", "train.max_steps=3")
+    state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    rank0, rank1 = (r["torch"] for r in state["rank_rngs"])
+    assert not torch.equal(rank0, rank1)  # the ranks' generators went separate ways
+    torchrun("--resume", "--run-dir", str(tmp_path / "cut"), "--set", "train.max_steps=6")
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_ranks_agree_on_an_auto_width(tmp_path):
+    """Each rank probes its own rows on its own clock; speeds and stops are agreed over the ranks (one
+    collective per width and one at the end), so every rank builds the same model (DDP refuses different
+    shapes) and config.yaml holds the one resolved width: with 4 steps of 32 characters, the narrowest."""
+    config = write_config(tmp_path, time_budget=1000, max_steps=4)
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["model"].update(hidden_size="auto", embedding_dim="auto", tie_weights=True)
+    raw["log"].update(tensorboard=False, sample_every=0)
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    torchrun("--config", str(config), "--run-dir", str(tmp_path / "auto"))
+    saved = yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text(encoding="utf-8"))
+    assert saved["model"]["hidden_size"] == saved["model"]["embedding_dim"] == min(autosize.CANDIDATE_WIDTHS)
+    assert load_checkpoint(tmp_path / "auto" / "checkpoints" / "last.pt")["step"] == 4

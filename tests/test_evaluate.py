@@ -10,22 +10,39 @@ from charrnn.evaluate import Metrics, evaluate
 from charrnn.model import CharRNN
 
 
-@pytest.mark.parametrize("n,batch_size,chunk", [(50, 1, 7), (301, 4, 16), (1000, 64, 13), (2, 8, 256)])
-def test_evaluate_scores_every_prediction_with_full_context(n, batch_size, chunk):
+def reference_sums(model, ids: np.ndarray, streams: int) -> tuple[float, int]:
+    """(loss sum, correct) the contract promises: the text cut into `streams` equal contiguous streams, each
+    scored in one forward pass from a zero state, the remainder continuing the last stream."""
+    n = len(ids) - 1
+    length = n // streams
+    bounds = [(s * length, (s + 1) * length) for s in range(streams)]
+    bounds[-1] = (bounds[-1][0], n)  # the last stream runs on to the end of the text
+    loss_sum, correct = 0.0, 0
+    for lo, hi in bounds:
+        x = torch.from_numpy(ids[lo:hi + 1]).long()[None]
+        with torch.no_grad():
+            logits, _ = model(x[:, :-1])
+        loss_sum += F.cross_entropy(logits[0], x[0, 1:], reduction="sum").item()
+        correct += (logits[0].argmax(-1) == x[0, 1:]).sum().item()
+    return loss_sum, correct
+
+
+# (n, batch_size, chunk, streams the function must use): one stream; four streams that divide the text
+# exactly; 64 streams with a 39-character remainder; a text shorter than a chunk; more streams asked than chunks.
+@pytest.mark.parametrize("n,batch_size,chunk,streams", [(50, 1, 7, 1), (301, 4, 16, 4), (1000, 64, 13, 64),
+                                                        (2, 8, 256, 1), (200, 64, 16, 12)])
+def test_evaluate_scores_every_prediction_with_full_context(n, batch_size, chunk, streams):
     torch.manual_seed(0)
     model = CharRNN(11, ModelConfig(cell="lstm", hidden_size=12, num_layers=2)).eval()
     ids = np.random.default_rng(0).integers(0, 11, size=n)
     metrics = evaluate(model, ids, batch_size=batch_size, chunk_length=chunk)
     assert metrics.chars == n - 1
-    # Reference for one stream: the whole text in one forward pass.
-    if batch_size == 1 or n <= chunk:
-        x = torch.from_numpy(ids).long()[None]
-        with torch.no_grad():
-            logits, _ = model(x[:, :-1])
-        loss = F.cross_entropy(logits[0], x[0, 1:]).item()
-        acc = (logits[0].argmax(-1) == x[0, 1:]).float().mean().item()
-        assert metrics.loss == pytest.approx(loss, rel=1e-5)
-        assert metrics.accuracy == pytest.approx(acc)
+    loss_sum, correct = reference_sums(model, ids, streams)
+    assert metrics.loss == pytest.approx(loss_sum / (n - 1), rel=1e-5)
+    assert metrics.accuracy == pytest.approx(correct / (n - 1), abs=1e-9)
+    if streams > 1:  # the streams are scored from a zero state: not the same as one pass over the whole text
+        one_pass = reference_sums(model, ids, 1)[0] / (n - 1)
+        assert abs(metrics.loss - one_pass) > 1e-6
 
 
 def test_metrics_relations():

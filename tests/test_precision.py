@@ -7,6 +7,7 @@ bf16 LSTMs there up front. GRU and RNN run on ATen's own kernels, which take bf1
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -14,10 +15,16 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+import charrnn.device as device_module
+from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.cli import app
-from charrnn.device import native_cpu_bf16, resolve_precision
+from charrnn.config import ModelConfig
+from charrnn.device import inference_precision, native_cpu_bf16, resolve_precision
 from charrnn.errors import UserError
-from charrnn.train import train
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN
+from charrnn.sampling import SamplingOptions, sample_text
+from charrnn.train import load_model, open_corpus, train
 
 CPU = torch.device("cpu")
 TEXT = "hello world, hello charrnn. " * 8
@@ -55,12 +62,104 @@ def test_bf16_lstm_on_a_cpu_without_native_bf16_is_a_one_line_usage_error(make_c
     assert not (tmp_path / "runs" / cfg.name).exists()  # refused before the run folder was made
 
 
-def test_precision_choices_on_cpu():
+def test_explicit_precision_choices_on_cpu():
     assert resolve_precision("fp32", CPU) == "fp32"
-    assert resolve_precision("auto", CPU, "gru") == ("bf16" if native_cpu_bf16() else "fp32")  # emulated bf16 is slow
     assert resolve_precision("bf16", CPU, "gru") == "bf16"
-    with pytest.raises(UserError, match="fp16 needs a GPU"):
+    with pytest.raises(UserError, match="train.precision fp16 needs a GPU"):
         resolve_precision("fp16", CPU)
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_on_cpu_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, native, expected):
+    monkeypatch.setattr(device_module, "native_cpu_bf16", lambda: native)
+    for cell in ("lstm", "gru", "rnn"):
+        assert resolve_precision("auto", CPU, cell) == expected
+        assert inference_precision("auto", CPU, cell) == expected
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 0), "fp32"), ((7, 5), "fp32"), ((8, 0), "bf16"),
+                                                      ((8, 6), "bf16"), ((9, 0), "bf16")])
+def test_auto_on_cuda_is_bf16_from_compute_capability_8(monkeypatch, capability, expected):
+    """No GPU here: the capability is mocked. Older GPUs may emulate bf16 (slower than fp32): auto keeps fp32."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # emulation counts as support
+    cuda = torch.device("cuda")
+    assert resolve_precision("auto", cuda, "lstm") == expected
+    assert inference_precision("auto", cuda, "lstm") == expected
+    assert resolve_precision("fp16", cuda) == "fp16"  # fp16 only when asked, on any GPU
+
+
+def test_inference_precision_is_the_commands_choice(monkeypatch):
+    monkeypatch.setattr(device_module, "native_cpu_bf16", lambda: False)
+    assert inference_precision("fp32", CPU, "lstm") == "fp32"
+    assert inference_precision("bf16", CPU, "gru") == "bf16"
+    with pytest.raises(UserError, match="--precision fp16 needs a GPU"):
+        inference_precision("fp16", CPU, "gru")
+    with pytest.raises(UserError, match="--precision bf16 is not supported for model.cell lstm"):
+        inference_precision("bf16", CPU, "lstm")
+    with pytest.raises(UserError, match="--precision must be one of auto, fp32, bf16, fp16"):
+        inference_precision("fp8", CPU, "lstm")
+
+
+@pytest.fixture(scope="module")
+def fp32_run(tmp_path_factory):
+    from conftest import tiny_config
+
+    tmp = tmp_path_factory.mktemp("prec")
+    cfg = tiny_config(tmp, TEXT, data={"val_fraction": 0.2}, train={"max_steps": 20, "batch_size": 4,
+                                                                     "seq_length": 8})
+    return train(cfg, quiet=True).run_dir
+
+
+def _retagged(run, tmp_path, precision):
+    """The run's best checkpoint, its config saying it was trained in `precision` (fp32 weights, as always)."""
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    state["config"]["train"]["precision"] = precision
+    path = tmp_path / f"{precision}.pt"
+    save_checkpoint(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize("trained_in", ["fp16", "bf16"])
+def test_a_run_trained_in_fp16_or_bf16_evaluates_and_samples_on_cpu(fp32_run, tmp_path, monkeypatch, trained_in):
+    """eval used to reuse train.precision: 'fp16 needs a GPU' (and bf16 LSTM on a CPU without native bf16)."""
+    monkeypatch.setattr(device_module, "native_cpu_bf16", lambda: False)  # the bf16 LSTM case fails without it
+    path, state = _retagged(fp32_run, tmp_path, trained_in)
+    res = CliRunner().invoke(app, ["eval", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    model, vocab, cfg = load_model(state)
+    ids = open_corpus(cfg, vocab).splits(cfg.data.val_fraction, cfg.data.test_fraction)["val"]
+    expected = evaluate(model, ids, precision="fp32")
+    assert got["chars"] == expected.chars == len(ids) - 1
+    assert got["loss"] == pytest.approx(expected.loss, abs=1e-4)
+    assert got["accuracy"] == pytest.approx(expected.accuracy, abs=1e-4)
+    res = CliRunner().invoke(app, ["sample", str(path), "--prime", "hello", "--length", "20", "--greedy"])
+    assert res.exit_code == 0, res.output
+    greedy = sample_text(model, vocab, prime="hello", length=20, opts=SamplingOptions(greedy=True))[0]
+    assert res.stdout == greedy + "\n"
+
+
+def test_eval_and_sample_run_in_the_precision_asked_for(fp32_run, tmp_path):
+    """--precision bf16 really runs bf16 autocast (GRU: any CPU): the loss moves a little off the fp32 one."""
+    state = load_checkpoint(fp32_run / "checkpoints" / "best.pt")
+    state["config"]["model"]["cell"] = "gru"
+    torch.manual_seed(0)
+    model = CharRNN(len(state["vocab"]), ModelConfig(**state["config"]["model"]))
+    state["model"] = model.state_dict()
+    path = tmp_path / "gru.pt"
+    save_checkpoint(state, path)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        res = CliRunner().invoke(app, ["eval", str(path), "--json", "--precision", precision])
+        assert res.exit_code == 0, res.output
+        losses[precision] = json.loads(res.stdout)["loss"]
+        res = CliRunner().invoke(app, ["sample", str(path), "--length", "5", "--seed", "0", "--precision", precision])
+        assert res.exit_code == 0, res.output
+    assert losses["bf16"] != losses["fp32"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.05)
+    line = CliRunner().invoke(app, ["eval", str(path), "--precision", "fp16"])
+    assert line.exit_code == 2 and "--precision fp16 needs a GPU" in line.stderr
 
 
 def test_compile_on_cpu_is_skipped_with_a_one_line_note(make_config, capsys):

@@ -1,17 +1,27 @@
-import math
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.config import ModelConfig
 from charrnn.errors import UserError
 from charrnn.model import CharRNN
-from charrnn.sampling import SamplingOptions, StopFilter, choose_next, filter_logits, generate, sample_text
+from charrnn.sampling import (
+    SamplingOptions,
+    StopFilter,
+    choose_next,
+    decode_escapes,
+    filter_logits,
+    generate,
+    sample_text,
+)
 from charrnn.train import train
 from charrnn.vocab import Vocab
 
@@ -47,7 +57,19 @@ def test_top_k_then_top_p_compose_after_temperature():
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
     out = filter_logits(logits, SamplingOptions(temperature=2.0, top_k=3))
     assert torch.isfinite(out).tolist() == [[True, True, True, False, False]]
-    assert out[0, 0].item() == 2.0
+    assert out[0, :3].tolist() == [2.0, 1.5, 1.0]
+    # Temperature flattens the distribution before the nucleus is taken: at T=2 the probabilities are
+    # (.429, .260, .158, .096, .058), so top-p 0.8 keeps three; at T=1 (.636, .234, .086, ...) it would keep two.
+    out = filter_logits(logits, SamplingOptions(temperature=2.0, top_p=0.8))
+    assert torch.isfinite(out).tolist() == [[True, True, True, False, False]]
+    assert out[0, :3].tolist() == [2.0, 1.5, 1.0]
+    # Cold: at T=0.5 the probabilities are (.865, .117, .016, ...): top-p 0.8 keeps one.
+    out = filter_logits(logits, SamplingOptions(temperature=0.5, top_p=0.8))
+    assert torch.isfinite(out).tolist() == [[True, False, False, False, False]]
+    # top-k first, then top-p on what is left (renormalised): at T=2 over the best two (.622, .378), top-p 0.6
+    # keeps one; top-p first would keep two (.429 + .260 reach 0.6 only with the second) and top-k leave both.
+    out = filter_logits(logits, SamplingOptions(temperature=2.0, top_k=2, top_p=0.6))
+    assert torch.isfinite(out).tolist() == [[True, False, False, False, False]]
 
 
 def test_low_temperature_approaches_greedy():
@@ -137,17 +159,28 @@ def test_cli_sample_json_and_stop(trained_run):
     res = runner.invoke(app, ["sample", str(trained_run), "--prime", "to", "--length", "30", "--num-samples", "4",
                               "--seed", "1", "--json"])
     assert res.exit_code == 0, res.output
-    import json
-
     payload = json.loads(res.stdout)
     assert len(payload["samples"]) == 4 and all(len(s) == 32 for s in payload["samples"])
     assert payload["chars_per_sec"] > 0
     again = runner.invoke(app, ["sample", str(trained_run), "--prime", "to", "--length", "30", "--num-samples", "4",
                                 "--seed", "1", "--json"])
     assert json.loads(again.stdout)["samples"] == payload["samples"]
+    full = runner.invoke(app, ["sample", str(trained_run), "--prime", "to", "--length", "200", "--seed", "2"]).stdout
+    cut = full.index("e", 2)  # the first e the model generated
+    assert cut > 2  # the test means something only if text comes before it
     res = runner.invoke(app, ["sample", str(trained_run), "--prime", "to", "--length", "200", "--stop", "e",
                               "--seed", "2"])
-    assert res.exit_code == 0 and "e" not in res.stdout[2:]
+    assert res.exit_code == 0 and res.stdout == full[:cut] + "\n"
+
+
+def test_cli_stop_cuts_each_of_several_samples(trained_run):
+    args = ["sample", str(trained_run), "--prime", "to", "--length", "120", "--num-samples", "3", "--seed", "4",
+            "--json"]
+    full = json.loads(runner.invoke(app, args).stdout)["samples"]
+    stopped = json.loads(runner.invoke(app, [*args, "--stop", "\\n"]).stdout)["samples"]
+    expected = [s[: s.index("\n", 2)] if "\n" in s[2:] else s for s in full]
+    assert any(len(e) < len(s) for e, s in zip(expected, full, strict=True))
+    assert stopped == expected
 
 
 def test_unknown_prime_character_is_named(trained_run):
@@ -164,11 +197,19 @@ def test_sample_into_a_closed_pipe_exits_cleanly(trained_run):
     assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr
 
 
-def test_sampling_speed_is_reported_honestly(trained_run):
-    res = runner.invoke(app, ["sample", str(trained_run), "--length", "100", "--json", "--seed", "0"])
-    import json
+def test_sampling_speed_is_reported_honestly(trained_run, monkeypatch):
+    """chars_per_sec is the characters generated over all samples divided by the time they took (a fake clock:
+    each reading of it advances 0.5 s)."""
+    import types
 
-    assert math.isfinite(json.loads(res.stdout)["chars_per_sec"])
+    import charrnn.cli as cli_module
+
+    ticks = iter(range(1000))
+    monkeypatch.setattr(cli_module, "time", types.SimpleNamespace(perf_counter=lambda: 0.5 * next(ticks)))
+    res = runner.invoke(app, ["sample", str(trained_run), "--length", "100", "--num-samples", "3", "--json",
+                              "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["chars_per_sec"] == 300 / 0.5  # 3 x 100 characters between two readings
 
 
 def test_single_sample_streams_characters_as_they_are_produced(trained_run):
@@ -197,3 +238,118 @@ def test_excluded_characters_are_never_drawn():
     counts = torch.bincount(ids, minlength=5).tolist()
     assert counts[0] == counts[2] == counts[4] == 0
     assert abs(counts[1] - counts[3]) < 600  # two equal choices: about 10,000 each
+
+
+# -- stop strings and their escapes ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "decoded"), [
+    ("\\n\\n", "\n\n"), ("é\\n", "é\n"), ("\\t|\\r", "\t|\r"), ("a\\\\nb", "a\\nb"), ("\\x41\\xe9", "Aé"),
+    ("\\u00e9\\u4e2d", "é中"), ("\\U0001F600", "😀"), ("\\'\\\"", "'\""), ("日本\\n", "日本\n"), ("", ""),
+])
+def test_escapes_are_decoded_and_other_characters_kept(raw, decoded):
+    assert decode_escapes(raw) == decoded
+
+
+@pytest.mark.parametrize(("raw", "named"), [
+    ("\\", "'\\'"), ("ab\\", "'\\'"), ("\\x", "'\\x'"), ("\\x4", "'\\x4'"), ("\\xg1", "'\\xg1'"),
+    ("\\u12", "'\\u12'"), ("\\U0010FFFF\\U00110000", "'\\U00110000'"), ("\\ud800", "'\\ud800'"), ("é\\q", "'\\q'"),
+])
+def test_malformed_escapes_are_user_errors_naming_the_escape(raw, named):
+    with pytest.raises(UserError, match="--stop") as info:
+        decode_escapes(raw)
+    assert named in str(info.value)
+
+
+@given(st.text())
+def test_escape_decoding_inverts_python_escaping(text):
+    """Any text written with Python's escapes (\\xHH, \\uHHHH, \\UHHHHHHHH, \\n, \\\\ ...) decodes back."""
+    text = "".join(c for c in text if not 0xD800 <= ord(c) <= 0xDFFF)  # lone surrogates are not text
+    assert decode_escapes(text.encode("unicode_escape").decode("ascii")) == text
+
+
+@given(st.text().filter(lambda t: "\\" not in t))
+def test_text_without_a_backslash_is_kept_exactly(text):
+    assert decode_escapes(text) == text
+
+
+@pytest.mark.parametrize("stop", ["\\", "\\x", "\\u12", "\\z"])
+def test_cli_malformed_stop_is_one_line_exit_2(trained_run, stop):
+    res = runner.invoke(app, ["sample", str(trained_run), "--stop", stop, "--length", "5"])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--stop" in lines[0] and f"'{stop}'" in lines[0], res.stderr
+    assert res.stdout == ""  # refused before any text
+
+
+@pytest.fixture(scope="module")
+def accented_run(tmp_path_factory):
+    from conftest import tiny_config
+
+    tmp = tmp_path_factory.mktemp("accented")
+    cfg = tiny_config(tmp, "le café\nun thé\n" * 20, model={"hidden_size": 32},
+                      train={"max_steps": 80, "seq_length": 16, "batch_size": 4, "lr": 0.02})
+    return train(cfg, quiet=True).run_dir
+
+
+def test_non_ascii_stop_with_an_escape_ends_the_sample(accented_run):
+    """`--stop 'é\\n'` used to go through Latin-1 (é became Ã©) and never matched."""
+    args = ["sample", str(accented_run), "--prime", "le", "--length", "60", "--greedy"]
+    full = runner.invoke(app, args).stdout
+    cut = full.index("é\n", 2)
+    assert cut > 2
+    res = runner.invoke(app, [*args, "--stop", "é\\n"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == full[:cut] + "\n"
+
+
+@pytest.mark.parametrize(("stop", "prime", "chunks", "expected"), [
+    ("\n\n", "ab\n", ["\n", "cd"], ""),  # begins in the prime, ends in the sample: counts
+    ("xyz", "abxy", ["z", "q"], ""),
+    ("xyz", "abx", ["y", "w", "x", "y", "z"], "yw"),
+    ("ab", "ab", ["c", "d", "a", "b"], "cd"),  # wholly inside the prime: does not count
+    ("abcdef", "abc", ["d", "e", "g", "h"], "degh"),  # a stop longer than the prime
+    ("\n\n", "", ["a", "\n", "\n"], "a"),
+])
+def test_stop_filter_sees_a_stop_string_that_begins_in_the_prime(stop, prime, chunks, expected):
+    f = StopFilter(stop, prime)
+    assert "".join(f.feed(c) for c in chunks) + f.flush() == expected
+
+
+def test_a_stop_string_straddling_prime_and_sample_ends_the_sample_after_the_prime(trained_run):
+    """The printed text never shows the stop string after the prime begins: the prime is kept whole."""
+    args = ["sample", str(trained_run), "--length", "60", "--seed", "3"]
+    full = runner.invoke(app, [*args, "--prime", "to"]).stdout
+    first = full[2]
+    res = runner.invoke(app, [*args, "--prime", "to", "--stop", "o" + first])
+    assert res.exit_code == 0 and res.stdout == "to\n"
+    from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
+    from charrnn.train import load_model
+
+    model, vocab, _ = load_model(load_checkpoint(resolve_checkpoint(trained_run)))
+    assert sample_text(model, vocab, prime="to", length=60, seed=3, stop="o" + first) == ["to"]
+    # "to" wholly inside the prime does not count: the sample runs on to the first "to" it generates
+    later = full.index("to", 1)
+    assert sample_text(model, vocab, prime="to", length=60, seed=3, stop="to") == [full[:later]]
+
+
+def test_sample_runs_in_the_precision_asked_for(trained_run, monkeypatch):
+    import charrnn.sampling as sampling_module
+
+    seen = []
+    real = sampling_module.autocast
+
+    def spy(device, precision):
+        seen.append(precision)
+        return real(device, precision)
+
+    monkeypatch.setattr(sampling_module, "autocast", spy)
+    res = runner.invoke(app, ["sample", str(trained_run), "--length", "5", "--seed", "0", "--precision", "bf16",
+                              "--prime", "to be"])
+    # bf16 LSTM on CPU needs native bf16: either it ran in bf16, or it was refused in one line
+    if res.exit_code == 0:
+        assert seen and set(seen) == {"bf16"}
+    else:
+        assert res.exit_code == 2 and "bf16 is not supported" in res.stderr
+    seen.clear()
+    assert runner.invoke(app, ["sample", str(trained_run), "--length", "5", "--seed", "0"]).exit_code == 0
+    assert seen and set(seen) == {"fp32"}

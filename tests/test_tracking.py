@@ -137,14 +137,18 @@ def test_runs_side_by_side_and_an_existing_run_is_kept(tmp_path):
         assert [e.step for e in events(runs / name).Scalars("val/loss")] == [2, 4]
 
     metrics_before = (runs / "a" / "metrics.jsonl").read_bytes()
+    events_before = sorted((runs / "a").glob("events.out.tfevents.*"))
+    assert len([e for e in events_before if not e.name.endswith(".status")]) == 1
     for args in (["--name", "a"], ["--run-dir", str(runs / "a")]):
         res = invoke(*args)
         assert res.exit_code == 2 and "--resume" in res.stderr and "--overwrite" in res.stderr, res.output
     assert (runs / "a" / "metrics.jsonl").read_bytes() == metrics_before
-    assert len(list((runs / "a").glob("events.out.tfevents.*"))) == 1
+    assert sorted((runs / "a").glob("events.out.tfevents.*")) == events_before
 
     res = invoke("--run-dir", str(runs / "a"), "--overwrite", "--set", "train.max_steps=2")
     assert res.exit_code == 0, res.output
     lines = (runs / "a" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [2]
-    assert len(list((runs / "a").glob("events.out.tfevents.*"))) == 1
+    after = sorted(p.name for p in (runs / "a").glob("events.out.tfevents.*"))
+    assert not set(after) & {e.name for e in events_before}  # the old run's events are gone
+    assert sorted(name.endswith(".status") for name in after) == [False, True]

@@ -1,0 +1,281 @@
+"""`model.hidden_size: auto`: size the model to this machine's measured training speed and the time budget.
+
+A time budget means "the best model this machine can train in this time", and the width that gives it depends
+on the speed: a 2x160 LSTM wins 100 s on a 2-core AVX2 CPU and overfits on a CPU with AMX bf16, which trains it
+twice as fast. So before training, `probe` times a few real training steps of each candidate width (the run's
+model, batches, optimizer, precision and threads) and `choose` takes the widest width with which the run
+still sees enough characters per parameter. `resolve_auto` does both and fills in every `auto` of the config.
+
+The rule and its numbers, measured on tinyshakespeare (README, "Choosing the width"): the best width of a
+budget is the one at which the run sees about 5 to 10 characters per parameter; 20 or more overfits, 2 or fewer
+underfits. "The widest width with at least 5 characters per parameter" picks the measured best in every case
+(100 s on AVX2 fp32 at 2 threads, on AMX bf16 at 1 and 2 threads; 600 s on both), and a faster machine or a
+longer budget can never pick a smaller width. Dropout and learning rate follow the width as in those runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charrnn.config import Config, is_auto
+from charrnn.data import make_batcher
+from charrnn.device import autocast
+from charrnn.distributed import DistContext
+from charrnn.model import CharRNN, detach_hidden
+
+# Widths tried, narrowest first; probing stops at the first that falls short of the target (a wider one is
+# never faster), so a CPU probes a handful and a GPU goes on to the wide ones.
+CANDIDATE_WIDTHS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024, 1536, 2048)
+# Characters the run sees per parameter: the measured best runs saw 5 to 10 (README, "Choosing the width").
+TARGET_CHARS_PER_PARAM = 5.0
+PROBE_SHARE = 0.05  # probing may take at most this fraction of the time budget
+WARMUP_STEPS = 2  # untimed: the first steps of a new shape build kernels (oneDNN primitives, cuDNN plans)
+TIMED_STEPS = 6  # per width; the median step time gives its speed
+
+# (width, value) anchors from the measured runs; between them linear, outside them the nearest end.
+DROPOUT_BY_WIDTH = ((160, 0.0), (192, 0.05), (256, 0.1), (320, 0.15), (384, 0.2), (512, 0.2))
+LR_BY_WIDTH = ((128, 0.01), (160, 0.008), (192, 0.007), (256, 0.006), (320, 0.005), (384, 0.0045), (512, 0.004))
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One candidate width as probed: training speed in characters per second and its parameter count."""
+
+    width: int
+    chars_per_sec: float
+    params: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The width `choose` picked and what it predicts for the run."""
+
+    width: int
+    chars_per_sec: float
+    chars: float  # characters the run will train on
+    chars_per_param: float
+
+
+@dataclasses.dataclass
+class ProbeResult:
+    measured: list[Measurement]
+    seconds: float  # wall time the probe took (to be taken off the budget)
+    steps: int  # training steps taken, timed or not
+
+
+class Resolution(NamedTuple):
+    cfg: Config  # every auto replaced by a number
+    message: str | None  # the choice and its reason, for the console; None when nothing was auto
+    seconds: float  # spent probing: the run's clock starts with it, so it counts inside the budget
+
+
+def _interpolate(anchors: Sequence[tuple[int, float]], width: int) -> float:
+    widths = [w for w, _ in anchors]
+    return float(np.interp(width, widths, [v for _, v in anchors]))
+
+
+def dropout_for(width: int) -> float:
+    """The dropout the measured runs used at this width (0 at 160 and below, 0.2 from 384)."""
+    return round(_interpolate(DROPOUT_BY_WIDTH, width), 3)
+
+
+def lr_for(width: int) -> float:
+    """The AdamW learning rate the measured runs used at this width (1e-2 at 128 down to 4e-3 at 512)."""
+    lr = _interpolate(LR_BY_WIDTH, width)
+    return float(f"{lr:.2g}")
+
+
+def predicted_chars(m: Measurement, seconds: float, char_limit: float | None = None) -> float:
+    """Characters a run at this speed trains on in `seconds`, or fewer where max_steps/max_epochs stop it first."""
+    chars = m.chars_per_sec * max(seconds, 0.0)
+    return min(chars, char_limit) if char_limit is not None else chars
+
+
+def choose(measured: Sequence[Measurement], seconds: float, char_limit: float | None = None,
+           target: float | None = None) -> Choice:
+    """The widest measured width at which the run sees at least `target` characters per parameter (the
+    narrowest when none does). Pure: more speed at any width, or more seconds, never picks a smaller width."""
+    if not measured:
+        raise ValueError("choose needs at least one measured width")
+    target = TARGET_CHARS_PER_PARAM if target is None else target
+    ordered = sorted(measured, key=lambda m: m.width)
+
+    def per_param(m: Measurement) -> float:
+        return predicted_chars(m, seconds, char_limit) / m.params
+
+    enough = [m for m in ordered if per_param(m) >= target]
+    pick = enough[-1] if enough else ordered[0]
+    return Choice(pick.width, pick.chars_per_sec, predicted_chars(pick, seconds, char_limit), per_param(pick))
+
+
+def with_width(cfg: Config, width: int) -> Config:
+    """The config with `width` for model.hidden_size and every other auto resolved from it (a tied embedding
+    is as wide as the hidden state, so it follows the width too)."""
+    m, t = cfg.model, cfg.train
+    model = dataclasses.replace(
+        m, hidden_size=width, embedding_dim=width if is_auto(m.embedding_dim) or m.tie_weights else m.embedding_dim,
+        dropout=dropout_for(width) if is_auto(m.dropout) else m.dropout)
+    train = dataclasses.replace(t, lr=lr_for(width)) if is_auto(t.lr) else t
+    return dataclasses.replace(cfg, model=model, train=train)
+
+
+def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.device, precision: str,
+          seconds: float, *, char_limit: float | None = None, dist: DistContext | None = None,
+          candidates: Sequence[int] | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> ProbeResult:
+    """Time real training steps (forward, backward, clipping, optimizer step) of each candidate width on the
+    run's batches, narrowest first, until a width falls short of the target or PROBE_SHARE of `seconds` is
+    spent (after the first step). RNG states are restored, so the run trains as if no probe had happened."""
+    from charrnn.train import build_optimizer  # the run's own optimizer; train imports this module
+
+    dist = dist or DistContext()
+    candidates = sorted(CANDIDATE_WIDTHS if candidates is None else candidates)
+    t = cfg.train
+    rows = t.batch_size // dist.world_size
+    start = clock()
+    # The process's first training step also sets up kernels and thread pools, which the run would pay for
+    # anyway: the probe's share of the budget is counted from after it.
+    deadline = math.inf
+    measured: list[Measurement] = []
+    steps, last_step_s, last_params = 0, 0.0, 0
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        for width in candidates:
+            wcfg = with_width(cfg, width)
+            model = CharRNN(vocab_size, wcfg.model).to(device)
+            params = sum(p.numel() for p in model.parameters())
+            # A width whose probe would overrun the share of the budget is not tried (its steps cost about
+            # the parameter ratio times the last width's); one that overruns it midway counts if it was timed.
+            expected = (WARMUP_STEPS + TIMED_STEPS + 1) * last_step_s * params / max(last_params, 1)
+            out_of_time = clock() + expected > deadline
+            times: list[float] = []
+            if not out_of_time:
+                optimizer = build_optimizer(wcfg, model)
+                scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+                batcher = make_batcher(t.batching, train_ids, t.batch_size, t.seq_length, cfg.seed, dist.rank,
+                                       dist.world_size)
+                model.train()
+                hidden = None
+                for i in range(WARMUP_STEPS + TIMED_STEPS):
+                    if clock() > deadline:
+                        out_of_time = True
+                        break
+                    began = clock()
+                    hidden = _train_step(model, optimizer, scaler, batcher, hidden, wcfg, device, precision,
+                                         vocab_size)
+                    steps += 1
+                    if steps == 1:
+                        deadline = clock() + PROBE_SHARE * seconds
+                    if i >= WARMUP_STEPS:
+                        times.append(clock() - began)
+            speed = rows * t.seq_length / statistics.median(times) if times else 0.0
+            # Every rank takes the slowest rank's speed and stops when any rank stops: all choose alike.
+            minus_slowest, stop = dist.max_over_ranks(-speed, float(out_of_time))
+            if minus_slowest < 0:
+                measured.append(Measurement(width, -minus_slowest * dist.world_size, params))
+                last_step_s, last_params = statistics.median(times), params
+            if stop or minus_slowest == 0:
+                break
+            # Short of the target even with the whole budget: wider widths (slower) will be too.
+            if predicted_chars(measured[-1], seconds, char_limit) / params < TARGET_CHARS_PER_PARAM:
+                break
+    (elapsed,) = dist.max_over_ranks(clock() - start)
+    return ProbeResult(measured, elapsed, steps)
+
+
+def _train_step(model, optimizer, scaler, batcher, hidden, cfg: Config, device, precision, vocab_size):
+    """One step as the training loop takes it; returns the hidden state to carry (stateful batching)."""
+    if batcher.stateful and batcher.starts_new_epoch:
+        hidden = None
+    inputs, targets = batcher.next_batch()
+    inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    with autocast(device, precision):
+        logits, new_hidden = model(inputs, hidden)
+    loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), targets.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    loss.item()  # the loop reads the loss every step (and so waits for the GPU); so does the probe
+    scaler.step(optimizer)
+    scaler.update()
+    return detach_hidden(new_hidden) if batcher.stateful else None
+
+
+def _about(x: float) -> str:
+    """61234 -> '61k', 6.1e6 -> '6.1M', 0.354 -> '0.35': two significant digits."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{float(f'{x / scale:.2g}'):g}{suffix}"
+    return f"{float(f'{x:.2g}'):g}"
+
+
+def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.device, precision: str, *,
+                 step_limit: int | None = None, dist: DistContext | None = None,
+                 candidates: Sequence[int] | None = None) -> Resolution:
+    """Replace every `auto` in the config: hidden_size by probing this machine (see `probe` and `choose`),
+    embedding_dim, dropout and lr from the width. Call it with the run's corpus, device, precision and threads
+    set, before the model is built; the probe's seconds count inside train.time_budget."""
+    m, t = cfg.model, cfg.train
+    if not is_auto(m.hidden_size):
+        if not (is_auto(m.embedding_dim) or is_auto(m.dropout) or is_auto(t.lr)):
+            return Resolution(cfg, None, 0.0)
+        resolved = with_width(cfg, m.hidden_size)
+        return Resolution(resolved, f"auto: {_followers(cfg, resolved)} for hidden_size={m.hidden_size}", 0.0)
+    budget = float(t.time_budget)  # the config refuses hidden_size: auto without one
+    char_limit = step_limit * t.batch_size * t.seq_length if step_limit is not None else None
+    result = probe(cfg, train_ids, vocab_size, device, precision, budget, char_limit=char_limit, dist=dist,
+                   candidates=candidates)
+    seconds_left = budget - result.seconds
+    if result.measured:
+        pick = choose(result.measured, seconds_left, char_limit)
+        reason = (f"≈{_about(pick.chars_per_sec)} chars/s here, ≈{_about(pick.chars)} chars in the budget, "
+                  f"{_about(pick.chars_per_param)} chars/parameter")
+        width = pick.width
+    else:  # not one width could be timed within the share of the budget: the narrowest it is
+        width = min(CANDIDATE_WIDTHS if candidates is None else candidates)
+        reason = f"too slow to time a width in {PROBE_SHARE:.0%} of the budget"
+    resolved = with_width(cfg, width)
+    followers = _followers(cfg, resolved)
+    message = (f"auto: hidden_size={width}{', ' + followers if followers else ''} ({reason}; "
+               f"probed {len(result.measured)} width{'s' if len(result.measured) != 1 else ''} "
+               f"in {result.seconds:.1f} s)")
+    return Resolution(resolved, message, result.seconds)
+
+
+def _followers(before: Config, after: Config) -> str:
+    """'dropout=0.1, lr=0.006': the settings that followed the width."""
+    parts = []
+    if is_auto(before.model.embedding_dim) and not before.model.tie_weights:
+        parts.append(f"embedding_dim={after.model.embedding_dim}")
+    if is_auto(before.model.dropout):
+        parts.append(f"dropout={after.model.dropout:g}")
+    if is_auto(before.train.lr):
+        parts.append(f"lr={after.train.lr:g}")
+    return ", ".join(parts)
+
+
+_AUTO_KEYS = (("model", "hidden_size"), ("model", "embedding_dim"), ("model", "dropout"), ("train", "lr"))
+
+
+def keep_resolved(cfg: Config, saved: dict) -> Config:
+    """On resume: each `auto` takes the value the run resolved when it started (its checkpoint's config), so
+    `--set model.hidden_size=auto` on --resume means "as before" rather than a different model."""
+    if not isinstance(saved, dict):
+        return cfg  # a foreign config: the resume check that follows refuses it
+    for section, key in _AUTO_KEYS:
+        value = saved.get(section, {}).get(key) if isinstance(saved.get(section), dict) else None
+        if is_auto(getattr(getattr(cfg, section), key)) and value is not None and not is_auto(value):
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{key: value})})
+    return cfg
+

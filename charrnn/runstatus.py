@@ -1,0 +1,67 @@
+"""How a run stands: status.json in the run folder, written by the trainer as it starts and ends.
+
+`charrnn info` reads it: finished (max_steps), interrupted at step N, failed at step N: reason, running (pid N),
+or, when the status says running but no process holds the run any more, killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from charrnn.checkpoint import atomic_write
+
+FILENAME = "status.json"
+
+
+def write(run_dir: str | Path, status: str, step: int, detail: str | None = None) -> None:
+    """Record the run's status ("running", "finished", "interrupted", "failed") atomically."""
+    record = {"status": status, "step": step, "detail": detail, "pid": os.getpid(), "host": socket.gethostname(),
+              "time": round(time.time(), 3)}
+    atomic_write(Path(run_dir) / FILENAME, lambda f: f.write((json.dumps(record) + "\n").encode("utf-8")))
+
+
+def read(run_dir: str | Path) -> dict | None:
+    """The recorded status, or None for a run folder without one (or an unreadable one)."""
+    try:
+        record = json.loads((Path(run_dir) / FILENAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("status"), str) else None
+
+
+def _alive(pid: int, host: str) -> bool | None:
+    """Whether a process lives (None when it ran on another host, where this one cannot look)."""
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def describe(run_dir: str | Path, training: bool | None = None) -> str:
+    """One line for `charrnn info`. `training` says whether a process holds the run folder's lock (None: unknown,
+    then the recorded pid is checked)."""
+    record = read(run_dir)
+    if record is None:
+        return "unknown (no status.json: the run was made by an older charrnn)"
+    status, step = record["status"], record.get("step")
+    if status == "finished":
+        return f"finished ({record.get('detail') or 'max_steps'}) at step {step}"
+    if status == "interrupted":
+        return f"interrupted at step {step}"
+    if status == "failed":
+        return f"failed at step {step}: {record.get('detail') or 'unknown reason'}"
+    pid, host = record.get("pid"), record.get("host", "")
+    alive = training if training is not None else _alive(int(pid or 0), str(host))
+    if alive is False:
+        return f"killed: the process (pid {pid}) ended without saying so; resume from the last checkpoint"
+    where = "" if host == socket.gethostname() else f" on {host}"
+    return f"running (pid {pid}{where})"

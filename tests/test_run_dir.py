@@ -1,0 +1,134 @@
+"""Training writes only into a new folder, an empty one or a run folder charrnn made, and --overwrite deletes
+only a run folder charrnn made: a user's own folder is refused with one line, exit 2, and left byte for byte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from charrnn.checkpoint import MARKER, is_run_dir, load_checkpoint, prepare_run_dir
+from charrnn.cli import app
+from charrnn.config import save_config
+from charrnn.errors import UserError
+from charrnn.train import train
+
+runner = CliRunner()
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file and folder under root, with the bytes of each file."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def one_line_error(res) -> str:
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    assert "Traceback" not in res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A user's project folder that happens to hold a config.yaml and a checkpoints/ folder."""
+    root = tmp_path / "project"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "checkpoints" / "model.ckpt").write_bytes(b"\x00weights of another tool")
+    (root / "config.yaml").write_text("my: own config\n", encoding="utf-8")
+    (root / "src").mkdir()
+    (root / "src" / "main.py").write_text("print('hello')\n", encoding="utf-8")
+    (root / "README.md").write_text("# my project\n", encoding="utf-8")
+    return root
+
+
+def cli_train(cfg, tmp_path: Path, run_dir: Path, *flags: str):
+    cfg_file = tmp_path / "c.yaml"
+    save_config(cfg, cfg_file)
+    return runner.invoke(app, ["train", "--config", str(cfg_file), "--run-dir", str(run_dir), "-q", *flags])
+
+
+@pytest.mark.parametrize("flags", [["--overwrite"], []])
+def test_a_folder_charrnn_did_not_make_survives_byte_for_byte(make_config, tmp_path, project, flags):
+    """--overwrite used to rmtree any folder with a config.yaml or a checkpoints/ folder; without it, training
+    silently replaced the user's config.yaml."""
+    before = snapshot(project)
+    line = one_line_error(cli_train(make_config(), tmp_path, project, *flags))
+    assert str(project) in line and "not an empty folder or a charrnn run folder" in line
+    assert "README.md" in line  # it names what it found
+    assert snapshot(project) == before
+
+
+def test_run_dir_dot_inside_a_project_is_refused(make_config, tmp_path, project, monkeypatch):
+    monkeypatch.chdir(project)
+    before = snapshot(project)
+    one_line_error(cli_train(make_config(), tmp_path, Path("."), "--overwrite"))
+    assert snapshot(project) == before
+
+
+def test_a_real_run_folder_is_still_overwritten(make_config, tmp_path):
+    run = tmp_path / "run"
+    assert cli_train(make_config(train={"max_steps": 10}), tmp_path, run).exit_code == 0
+    marker = json.loads((run / MARKER).read_text(encoding="utf-8"))
+    assert marker["tool"] == "charrnn" and marker["version"]
+    line = one_line_error(cli_train(make_config(train={"max_steps": 5}), tmp_path, run))
+    assert "--resume" in line and "--overwrite" in line
+    res = cli_train(make_config(train={"max_steps": 5}), tmp_path, run, "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 5
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [5]  # old lines gone
+
+
+def test_a_run_folder_from_before_the_marker_is_still_recognised(make_config, tmp_path):
+    cfg = make_config(train={"max_steps": 10}, model={"encoding": "embedding", "embedding_dim": 4},
+                      log={"tensorboard": True})
+    run = train(cfg, quiet=True).run_dir
+    assert (run / "projector_config.pbtxt").is_file()  # TensorBoard's projector files are charrnn's too
+    (run / MARKER).unlink()  # as charrnn wrote run folders before the marker
+    assert is_run_dir(run)
+    with pytest.raises(UserError, match="already holds a run"):
+        prepare_run_dir(run)
+    assert train(cfg, run_dir=run, overwrite=True, quiet=True).step == 10
+    assert (run / MARKER).is_file()  # the new run is marked
+
+
+def test_an_unmarked_run_folder_with_a_foreign_file_is_not_deleted(make_config, tmp_path):
+    run = train(make_config(), quiet=True).run_dir
+    (run / MARKER).unlink()
+    (run / "notes.txt").write_text("mine\n", encoding="utf-8")
+    before = snapshot(run)
+    assert not is_run_dir(run)
+    with pytest.raises(UserError, match="notes.txt"):
+        prepare_run_dir(run, overwrite=True)
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("content", ["", "not json", json.dumps({"tool": "othertool"}), "[1, 2]"])
+def test_only_charrnns_own_marker_counts(tmp_path, content):
+    root = tmp_path / "x"
+    root.mkdir()
+    (root / MARKER).write_text(content, encoding="utf-8")
+    (root / "config.yaml").write_text("a: 1\n", encoding="utf-8")
+    before = snapshot(root)
+    with pytest.raises(UserError, match="not an empty folder or a charrnn run folder"):
+        prepare_run_dir(root, overwrite=True)
+    assert snapshot(root) == before
+
+
+def test_a_new_or_empty_folder_is_used_and_marked(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for root in (empty, tmp_path / "new" / "run"):
+        paths = prepare_run_dir(root)
+        assert paths.checkpoints.is_dir() and is_run_dir(root)
+        assert json.loads((root / MARKER).read_text(encoding="utf-8"))["tool"] == "charrnn"
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_can_be_trained_into_again(tmp_path):
+    """A marked folder without a checkpoint or metrics (say the first attempt failed early) needs no flag."""
+    root = tmp_path / "run"
+    prepare_run_dir(root)
+    (root / "config.yaml").write_text("name: x\n", encoding="utf-8")
+    assert prepare_run_dir(root).root == root

@@ -1,0 +1,80 @@
+"""Training options checked against numbers worked out by hand: the LR schedules (warmup, cosine down to
+min_lr_ratio, step), the rmsprop optimizer and max_epochs. Only public functions (`lr_factor`, `train`,
+`total_steps_for`), so the tests hold whatever shape the training loop takes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.train import lr_factor, total_steps_for, train
+
+TEXT = "hello world, hello charrnn. " * 4  # 112 characters
+
+
+def schedule(make_config, **train):
+    return make_config(TEXT, train={"lr_schedule": "cosine", "warmup_steps": 0, "min_lr_ratio": 0.1, **train})
+
+
+def test_warmup_rises_linearly_to_the_full_rate(make_config):
+    cfg = schedule(make_config, warmup_steps=4)
+    assert [lr_factor(cfg, s, 0.0) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factor(cfg, 2, 0.9) == 0.75  # warmup wins over the schedule's progress
+
+
+@pytest.mark.parametrize(("progress", "factor"), [(0.0, 1.0), (0.25, 0.8681980515), (0.5, 0.55), (0.75, 0.2318019485),
+                                                  (1.0, 0.1), (1.7, 0.1), (-0.2, 1.0)])
+def test_cosine_falls_to_min_lr_ratio(make_config, progress, factor):
+    # 0.1 + 0.9 * (1 + cos(pi * p)) / 2, worked out by hand; progress outside [0, 1] is clamped
+    assert lr_factor(schedule(make_config), 10, progress) == pytest.approx(factor, abs=1e-9)
+
+
+@pytest.mark.parametrize(("progress", "factor"), [(0.0, 1.0), (0.24, 1.0), (0.25, 0.5), (0.49, 0.5), (0.5, 0.25),
+                                                  (0.99, 0.125), (1.0, 0.0625)])
+def test_step_schedule_multiplies_by_gamma_every_fraction(make_config, progress, factor):
+    cfg = schedule(make_config, lr_schedule="step", lr_step_every=0.25, lr_step_gamma=0.5)
+    assert lr_factor(cfg, 10, progress) == factor
+
+
+def test_constant_schedule_after_warmup(make_config):
+    cfg = schedule(make_config, lr_schedule="constant", warmup_steps=2)
+    assert [lr_factor(cfg, s, s / 10) for s in range(4)] + [lr_factor(cfg, 9, 0.9)] == [0.5, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_training_applies_the_schedule_by_step(make_config):
+    """The learning rate a run logs is base lr x the schedule at that step's progress (step / max_steps):
+    the update of step 5 ran at progress 4/10, that of step 10 at 9/10."""
+    cfg = schedule(make_config, lr=0.02, warmup_steps=2, max_steps=10, eval_every=5, checkpoint_every=5)
+    run = train(cfg, quiet=True).run_dir
+    lrs = {line["step"]: line["lr"] for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    assert lrs[5] == pytest.approx(0.02 * (0.1 + 0.45 * (1 + math.cos(0.4 * math.pi))), rel=1e-9)  # 0.013781
+    assert lrs[10] == pytest.approx(0.02 * (0.1 + 0.45 * (1 + math.cos(0.9 * math.pi))), rel=1e-9)  # 0.002440
+
+
+def test_rmsprop_trains(make_config):
+    cfg = make_config(TEXT, model={"cell": "gru"}, train={"optimizer": "rmsprop", "lr": 0.01, "max_steps": 60,
+                                                          "batch_size": 4, "seq_length": 8, "eval_every": 60,
+                                                          "checkpoint_every": 60})
+    result = train(cfg, quiet=True)
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    per_param = list(state["optimizer"]["state"].values())
+    assert per_param and all(set(s) == {"step", "square_avg"} for s in per_param)  # RMSprop's own state
+    assert result.val.loss < 0.5 * math.log(len(set(TEXT)))  # well below a uniform guess: it learned
+
+
+@pytest.mark.parametrize(("max_epochs", "max_steps", "steps", "stopped_by"), [
+    (1.5, None, 14, "max_epochs"),  # ceil(1.5 x 112 / (2 x 6)) = ceil(14.0) = 14
+    (0.5, None, 5, "max_epochs"),  # ceil(4.67) = 5
+    (1.5, 3, 3, "max_steps"),  # the smaller limit wins
+    (0.01, 50, 1, "max_epochs"),  # at least one step
+])
+def test_max_epochs_sets_the_number_of_steps(make_config, max_epochs, max_steps, steps, stopped_by):
+    cfg = make_config(TEXT, train={"max_epochs": max_epochs, "max_steps": max_steps, "batch_size": 2,
+                                   "seq_length": 6, "eval_every": 1000, "checkpoint_every": 1000})
+    assert total_steps_for(cfg, len(TEXT)) == steps
+    result = train(cfg, quiet=True)
+    assert (result.step, result.stopped_by) == (steps, stopped_by)
+    assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["step"] == steps
