@@ -7,6 +7,7 @@ corpus the same way.
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -31,10 +32,11 @@ def default_cache_dir(cfg: Config) -> Path:
     return Path(cfg.data.cache) if cfg.data.cache else Path(cfg.log.dir) / ".cache"
 
 
-def resolve_data_paths(cfg: Config) -> None:
-    """Make data.path and data.cache absolute (in place), so that the run's config.yaml names the same files
-    and cache from any folder: `eval` and `sample` then never write a cache where the user happens to stand.
-    A pipe such as /dev/stdin is refused here, before resolving would turn it into /proc/.../pipe:[...]."""
+def resolve_data_paths(cfg: Config) -> Config:
+    """A copy of cfg whose data.path and data.cache are absolute, so that the run's config.yaml names the same
+    files and cache from any folder: `eval` and `sample` then never write a cache where the user happens to
+    stand. A pipe such as /dev/stdin is refused here, before resolving would turn it into /proc/.../pipe:[...]."""
+    cfg = copy.deepcopy(cfg)
     paths = []
     for path in data_paths(cfg):
         given = Path(path).expanduser()
@@ -44,6 +46,7 @@ def resolve_data_paths(cfg: Config) -> None:
     if paths:
         cfg.data.path = paths[0] if isinstance(cfg.data.path, str) else paths
     cfg.data.cache = str(default_cache_dir(cfg).expanduser().resolve())
+    return cfg
 
 
 def run_cache_dir(cfg: Config, run: Path) -> Path:

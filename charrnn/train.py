@@ -183,6 +183,7 @@ class Trainer:
                             f"{dist.world_size} processes; use a multiple of the process count so every rank "
                             "gets the same rows")
         saved = None
+        cfg = resolve_data_paths(cfg)  # the run records absolute data paths and cache
         if resume:
             cfg, saved = _resume_checkpoint(root, cfg)
         dev = dist.device(resolve_device(device or cfg.train.device))
@@ -618,8 +619,7 @@ def training_config(config: str | Path | None, overrides: list[str], *, data: st
             raise UserError(f"cannot resume: {saved} does not exist; train without --resume first")
         base = read_yaml(saved)
     cfg = config_from_dict(apply_overrides(base, overrides))
-    resolve_data_paths(cfg)
-    return cfg, Path(run_dir) if run_dir is not None else None
+    return resolve_data_paths(cfg), Path(run_dir) if run_dir is not None else None
 
 
 def _rank_rows(hidden, dist: distributed.DistContext):
