@@ -132,12 +132,19 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Fine-tune: start a new run (step 0, fresh optimizer and schedule) from the weights of "
+        "this run (its best.pt, else last.pt) or checkpoint file, with its model section; characters new in the "
+        "corpus are added to the vocabulary.")] = None,
 ) -> None:
     """Train a model on a text file or folder; checkpoints, metrics and TensorBoard logs go into the run folder.
 
     Example: charrnn train --config configs/shakespeare.yaml --data ../shared/data/tinyshakespeare.txt
 
     Example: charrnn train --config configs/shakespeare.yaml --data src/ --set data.include='**/*.py'
+
+    Example: charrnn train --config configs/shakespeare.yaml --data sonnets.txt --init-from runs/shakespeare
+    --set train.patience=5 --name sonnets
     """
     from charrnn.train import train as run_training
     from charrnn.train import training_config
@@ -145,12 +152,16 @@ def train(
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them")
     data_arg = data[0] if data and len(data) == 1 else data or None
-    cfg, run_dir = training_config(config, list(set_ or []), data=data_arg, name=name, run_dir=run_dir, resume=resume)
+    cfg, run_dir = training_config(config, list(set_ or []), data=data_arg, name=name, run_dir=run_dir, resume=resume,
+                                   init_from=init_from)
     result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
     if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
         out = Console(stderr=True, highlight=False)
         out.print(_metrics_table(f"{result.run_dir} after {result.step} steps ({result.elapsed_s:.1f} s)",
                                  result.val, "best val loss", f"{result.best_val_loss:.4f}"))
+        if result.stopped_by == "early_stop":
+            out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss)",
+                      markup=False)
         out.print(f"sample it: charrnn sample {result.run_dir}", markup=False)
 
 
@@ -200,7 +211,8 @@ def sample(
         "--novelty", help="After each sample, the longest stretch it shares with the run's training text (length, "
         "start in the sample), and with --stop whether it is a whole record of that text ('in train') or 'new'. "
         "The first use builds an index beside the run's cached ids.")] = False,
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best (best.pt: the lowest val loss; last.pt "
+                                            "where there is none yet) | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
     precision: Annotated[str, typer.Option("--precision", help=_PRECISION_HELP)] = "fp32",
 ) -> None:
@@ -296,7 +308,8 @@ def eval_(
     data: Annotated[Path | None, typer.Option("--data", help="Score this text file (or folder) instead of a split, "
                                               "with the run's vocabulary.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best (best.pt: the lowest val loss; last.pt "
+                                            "where there is none yet) | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
     precision: Annotated[str, typer.Option("--precision", help=_PRECISION_HELP)] = "fp32",
 ) -> None:

@@ -71,6 +71,7 @@ class TrainConfig:
     weight_decay: float = _spec(0.0, lo=0.0)
     grad_clip: float = _spec(1.0, lo=0.0, doc="0 turns clipping off")
     eval_every: int = _spec(200, lo=1)
+    patience: int | None = _spec(None, lo=1, doc="stop after this many evaluations without a better val loss")
     eval_max_chars: int | None = _spec(None, lo=1, doc="cap on validation characters; default: whole split")
     checkpoint_every: int = _spec(200, lo=1)
     device: str = _spec("auto")
@@ -92,6 +93,7 @@ class LogConfig:
 class Config:
     name: str = _spec("run")
     seed: int = _spec(0)
+    init_from: str | None = _spec(None, doc="fine-tuning: the run or checkpoint whose weights the run starts from")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
