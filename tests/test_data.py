@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charrnn import data
-from charrnn.data import ContiguousStreams, RandomWindows, id_dtype, iter_text_chunks, load_corpus, read_text
+from charrnn.data import (
+    ContiguousStreams,
+    RandomWindows,
+    encode_files,
+    id_dtype,
+    iter_text_chunks,
+    load_corpus,
+    read_text,
+)
 from charrnn.errors import UserError
 from charrnn.vocab import Vocab, codepoints
 
@@ -338,6 +346,11 @@ def test_unchanged_folder_is_not_read_again_and_a_changed_or_added_file_is(tmp_p
     assert text_of(load_corpus(folder, tmp_path / "cache")) == "aa\nbb\ncc"
     write(folder / "a.txt", "AA")
     assert text_of(load_corpus(folder, tmp_path / "cache")) == "AA\nbb\ncc"
+    encoded = []
+    with monkeypatch.context() as m:
+        m.setattr(data, "encode_files", lambda *a, **k: encoded.append(1) or encode_files(*a, **k))
+        os.utime(folder / "b.txt")  # touched, not changed: encoded again all the same (the stat is the key)
+        assert text_of(load_corpus(folder, tmp_path / "cache")) == "AA\nbb\ncc" and encoded == [1]
 
 
 def test_a_rewrite_that_restores_size_and_mtime_is_encoded_again(tmp_path):
