@@ -160,19 +160,28 @@ def main() -> None:
         start = time.perf_counter()
         files = split_into_folder(corpus, folder / "docs")
         print(f"split into a folder of {files:,} files in {time.perf_counter() - start:.1f} s", flush=True)
-        many = in_child("encode", str(folder / "docs"), str(folder / "cache-docs"))
-        folder_speed = size / 1e6 / many["seconds"]
-        print(f"encode the folder: {many['seconds']:.1f} s = {folder_speed:,.0f} MB/s "
-              f"({size / 1e6 / many['cpu_seconds']:,.0f} MB per CPU second); peak RSS {many['max_rss_mb']:,.0f} MB; "
+        # The file and the folder in turn, twice each, each into a fresh cache: best of 2, so that a burst of
+        # load from other processes does not decide the comparison.
+        best: dict[str, dict] = {}
+        for _ in range(2):
+            for kind, source in (("file", corpus), ("folder", folder / "docs")):
+                run = in_child("encode", str(source), str(folder / "cache-compare"))
+                shutil.rmtree(folder / "cache-compare")
+                if kind not in best or run["cpu_seconds"] < best[kind]["cpu_seconds"]:
+                    best[kind] = run
+        many = best["folder"]
+        folder_speed = size / 1e6 / many["cpu_seconds"]
+        file_speed = size / 1e6 / best["file"]["cpu_seconds"]
+        print(f"encode the folder: {many['seconds']:.1f} s, {folder_speed:,.0f} MB per CPU second (the file, encoded "
+              f"in turn with it: {file_speed:,.0f}; best of 2 each); peak RSS {many['max_rss_mb']:,.0f} MB; "
               f"{many['files']:,} files, {many['chars']:,} chars (separators included); "
-              f"{folder_speed / speed:.2f}x the single file's speed", flush=True)
+              f"{folder_speed / file_speed:.2f}x the single file's speed", flush=True)
         shutil.rmtree(folder / "docs")
-        shutil.rmtree(folder / "cache-docs")
         step = in_child("first-step", str(corpus), str(cache), str(folder / "runs"))
         print(f"id file -> first training step: {step['seconds']:.2f} s from train() to the first step logged "
               f"({step['process_seconds']:.1f} s for the whole process, imports and a 10k-char eval included); "
               f"trainer peak RSS {step['max_rss_mb']:,.0f} MB")
-        ok = speed >= 100 and enc["max_rss_mb"] <= 1536 and step["seconds"] < 5 and folder_speed >= 0.95 * speed
+        ok = speed >= 100 and enc["max_rss_mb"] <= 1536 and step["seconds"] < 5 and folder_speed >= 0.95 * file_speed
         print(f"targets (>= 100 MB/s, <= 1.5 GB RSS, < 5 s to first step, a folder as fast as a file within 5%): "
               f"{'met' if ok else 'NOT met'}")
     finally:

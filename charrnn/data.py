@@ -138,7 +138,7 @@ class CorpusFiles:
     """The files of a corpus in reading order. Files found in a folder (`lenient`) are skipped when they are
     not UTF-8 text; a file named by the user is an error then."""
 
-    paths: list[Path]  # absolute
+    paths: list[str]  # absolute (strings: a folder of many files needs no Path object per file)
     names: list[str]  # as the user knows them: relative to their folder, or as given
     lenient: list[bool]
     sizes: list[int]
@@ -250,7 +250,7 @@ def list_corpus_files(paths: str | Path | Sequence[str | Path], include: str | S
     if len(given) > 1:
         label += f"+{len(given) - 1}"
     names, lenient, sizes, stamps = zip(*entries.values(), strict=True)
-    return CorpusFiles([Path(p) for p in entries], list(names), list(lenient), list(sizes), list(stamps),
+    return CorpusFiles(list(entries), list(names), list(lenient), list(sizes), list(stamps),
                        label[:80])
 
 
@@ -378,8 +378,11 @@ def _encode_documents(w: _IdWriter, files: CorpusFiles, separator: str, skipped:
                 flush()
             start = pos + len(sep) * started
             try:
-                with open(path, "rb", buffering=0) as f:
-                    end = start + f.readinto(view[start : start + size])
+                fd = os.open(path, os.O_RDONLY)  # no file object per file: a folder may hold thousands
+                try:
+                    end = start + os.readv(fd, [view[start : start + size]])
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise UserError(f"cannot read {path} ({exc.strerror or exc}); fix its permissions or leave it "
                                 "out with data.include") from None
