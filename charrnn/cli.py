@@ -93,6 +93,11 @@ def _handles_errors(fn):
             if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 speaks for them
                 _err(str(exc))
             raise typer.Exit(1) from None
+        except BrokenPipeError:
+            # The reader went away (e.g. `charrnn inspect RUN --json | head`): stop quietly, and keep Python
+            # from complaining about stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except OSError as exc:  # e.g. the disk filled up while writing logs: the work failed; say what and where
             if _state["debug"]:
                 raise
@@ -300,6 +305,29 @@ def _novelty_index(run: Path, cfg, vocab):
     return NoveltyIndex.for_corpus(corpus, n_train)
 
 
+def _check_split(split: str) -> None:
+    if split not in ("train", "val", "test"):
+        raise UserError(f"--split must be train, val or test, got {split!r}")
+
+
+def _split_ids(run: Path, cfg, vocab, split: str, alternative: str):
+    """The ids of one split of the run's corpus (read through the cache the run used, never one in the current
+    folder) and a description of it; `alternative` is the option to suggest when the corpus or the split is
+    unavailable."""
+    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
+
+    paths = data_paths(cfg)
+    if not paths or not all(Path(p).exists() for p in paths):
+        shown = paths[0] if len(paths) == 1 else paths
+        raise UserError(f"the run's corpus {shown!r} is not available; pass the text with {alternative}")
+    corpus = open_corpus(cfg, vocab, cache_dir=run_cache_dir(cfg, run))
+    ids = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
+    if len(ids) < 2:
+        raise UserError(f"the {split} split of {', '.join(paths)} is empty (data.{split}_fraction is 0); "
+                        f"use --split train or {alternative}")
+    return ids, f"{split} split of {', '.join(paths)}"
+
+
 @app.command("eval")
 @_handles_errors
 def eval_(
@@ -317,37 +345,103 @@ def eval_(
 
     Example: charrnn eval runs/shakespeare --split val --json
     """
-    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
+    from charrnn.corpus import run_cache_dir
     from charrnn.data import load_corpus
     from charrnn.device import inference_precision
     from charrnn.evaluate import evaluate
 
-    if split not in ("train", "val", "test"):
-        raise UserError(f"--split must be train, val or test, got {split!r}")
+    _check_split(split)
     _, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
     precision = inference_precision(precision, dev, cfg.model.cell)
-    cache = run_cache_dir(cfg, run)  # beside the run, never in the folder the user stands in
     if data is not None:
         # The same encoder and memory map as training, with the run's vocabulary: an unseen character is named.
-        ids, source = load_corpus(data, cache, vocab, separator=cfg.data.separator).ids, str(data)
+        ids, source = load_corpus(data, run_cache_dir(cfg, run), vocab, separator=cfg.data.separator).ids, str(data)
         if len(ids) < 2:
             raise UserError(f"{data} holds {len(ids)} character; eval scores each character after the first, "
                             "so it needs at least 2")
     else:
-        corpus_paths = data_paths(cfg)
-        if not corpus_paths or not all(Path(p).exists() for p in corpus_paths):
-            shown = corpus_paths[0] if len(corpus_paths) == 1 else corpus_paths
-            raise UserError(f"the run's corpus {shown!r} is not available; pass the text with --data FILE")
-        ids = open_corpus(cfg, vocab, cache_dir=cache).splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
-        source = f"{split} split of {', '.join(corpus_paths)}"
-        if len(ids) < 2:
-            raise UserError(f"the {split} split of {', '.join(corpus_paths)} is empty (data.{split}_fraction is 0); "
-                            "use --split train or --data FILE")
+        ids, source = _split_ids(run, cfg, vocab, split, "--data FILE")
     metrics = evaluate(model, ids, device=dev, precision=precision)
     if as_json:
         print(json.dumps(metrics.to_dict()))
         return
     Console(highlight=False).print(_metrics_table(f"{run}: {source}", metrics, "chars", f"{metrics.chars:,}"))
+
+
+@app.command("inspect")
+@_handles_errors
+def inspect_(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.", show_default=False)],
+    text: Annotated[str | None, typer.Option("--text", help="Inspect this text.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Inspect a text file.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="train | val | test of the run's corpus "
+                                              "[default: val].", show_default=False)] = None,
+    start: Annotated[int, typer.Option("--start", min=0, help="First character shown; the text before it "
+                                       "warms the hidden state.")] = 0,
+    length: Annotated[int | None, typer.Option("--length", "-n", min=1, help="Characters shown (at most 10,000) "
+                                               "[default: 2,000].", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The page to write [default: RUN/inspect.html].",
+                                             show_default=False)] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the data (text, bits, top-5, ranked units) "
+                                          "as JSON instead of writing the page.")] = False,
+) -> None:
+    """Write one HTML page that shows what each character cost the model and what its units track.
+
+    Example: charrnn inspect runs/shakespeare --split val --length 2000 --out page.html
+    """
+    from charrnn.checkpoint import atomic_write, resolve_checkpoint
+    from charrnn.data import read_text
+    from charrnn.inspect import (
+        describe_model,
+        encode_window,
+        page_data,
+        record,
+        render_page,
+        shown_length,
+        summary,
+        window,
+    )
+
+    if sum(x is not None for x in (text, file, split)) > 1:
+        raise UserError("pass one of --text, --file and --split")
+    if split is not None:
+        _check_split(split)
+    length = shown_length(text, start, length)
+    if file is not None and file.is_file() and file.stat().st_size == 0:
+        raise UserError(f"--file {file} is empty; pass a file with some text")
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: the folder {out.parent} does not exist; create it or pick another --out")
+    state, model, vocab, cfg, _ = _load_run(run, checkpoint, "cpu")
+    if text is not None or file is not None:
+        shown, warmup = encode_window(vocab, text if text is not None else read_text(file), start, length)
+        source = "--text" if text is not None else str(file)
+    else:
+        ids, source = _split_ids(run, cfg, vocab, split or "val", "--file FILE")
+        shown, warmup = window(ids, start, length)
+    rec = record(model, shown, warmup)
+    shown_text = vocab.decode(shown)
+    where = f", characters {start:,} to {start + len(shown):,}" + (" (warmed on the text before)" if len(warmup)
+                                                                    else "")
+    info = {"run": str(run), "source": source + where, "start": start, "model": describe_model(model),
+            "checkpoint": f"{resolve_checkpoint(run, checkpoint).name}, step {state['step']:,}"}
+    if as_json:
+        print(json.dumps(summary(rec, shown_text, vocab.chars, info), ensure_ascii=False))
+        if out is None:
+            return
+    data = page_data(rec, shown_text, vocab.chars, info)
+    if out is None:
+        out = run / "inspect.html" if run.is_dir() else run.with_name(run.stem + "-inspect.html")
+    page = render_page(data).encode("utf-8")
+    atomic_write(out, lambda f: f.write(page))
+    if as_json:
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    bpc = f"{data['bpc']:.3f} bpc" if data["bpc"] is not None else "no character scored"
+    console.print(f"wrote {out} ({len(page) / 1e6:.2f} MB): mean {bpc} over {data['chars_scored']:,} characters "
+                  f"of {source}; open it in a browser", markup=False)
+    for prop, units in data["units"].items():
+        console.print(f"  {prop:<18} {units[0]['unit']:<9} r = {units[0]['r']:+.2f}", markup=False)
 
 
 @app.command()

@@ -36,6 +36,10 @@ class _Layer:
         self.table = torch.addmm(b_in, inputs, self.w_ih_t) if inputs is not None else None
 
 
+# The gates a cell computes, in the order Stepper records them (see Stepper.__call__'s `gates`).
+GATES = {"lstm": ("input", "forget", "output"), "gru": ("reset", "update"), "rnn": ()}
+
+
 class Stepper:
     """step(x (N,) int64, state) -> (logits (N, V), state); state is one tensor or (h, c) per layer."""
 
@@ -75,7 +79,9 @@ class Stepper:
             return torch.stack([h for h, _ in state]), torch.stack([c for _, c in state])
         return torch.stack(state)
 
-    def __call__(self, x: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
+    def __call__(self, x: torch.Tensor, state: list, gates: list | None = None) -> tuple[torch.Tensor, list]:
+        """One character for each of N streams; a `gates` list receives, per layer, the gate activations
+        (N, len(GATES[cell]) * H) in GATES order (nothing for a plain RNN)."""
         new_state = []
         below = None  # output of the layer below, (N, H)
         for k, layer in enumerate(self.layers):
@@ -85,13 +91,15 @@ class Stepper:
                 gi = torch.addmm(layer.b_in, below, layer.w_ih_t)
             if self.cell == "lstm":
                 h, c = state[k]
-                gates = torch.addmm(gi, h, layer.w_hh_t)  # (N, 4H) in (i, f, o, g) order
+                pre = torch.addmm(gi, h, layer.w_hh_t)  # (N, 4H) in (i, f, o, g) order
                 H = self.hidden_size
-                ifo = torch.sigmoid(gates[:, : 3 * H])
-                g = torch.tanh(gates[:, 3 * H :])
+                ifo = torch.sigmoid(pre[:, : 3 * H])
+                g = torch.tanh(pre[:, 3 * H :])
                 c = torch.addcmul(ifo[:, H : 2 * H] * c, ifo[:, :H], g)  # f * c + i * g
                 h = ifo[:, 2 * H :] * torch.tanh(c)  # o * tanh(c)
                 new_state.append((h, c))
+                if gates is not None:
+                    gates.append(ifo)
             elif self.cell == "gru":
                 h = state[k]
                 gh = torch.addmm(layer.b_hh, h, layer.w_hh_t)  # (N, 3H)
@@ -102,6 +110,8 @@ class Stepper:
                 n = torch.tanh(i_n + r * h_n)
                 h = n + z * (h - n)  # (1 - z) * n + z * h
                 new_state.append(h)
+                if gates is not None:
+                    gates.append(torch.cat([r, z], dim=1))
             else:
                 h = state[k]
                 pre = torch.addmm(gi, h, layer.w_hh_t)
