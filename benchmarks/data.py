@@ -1,9 +1,12 @@
 """Corpus encoding at scale: generate a ~1 GB UTF-8 text, encode it with charrnn's own load_corpus and print
-MB/s and the encoder's peak RSS, then the time from the cached id file to the first training step.
+MB/s and the encoder's peak RSS, then the same text as a folder of many files (a few KB to 256 KB each,
+100 to a subfolder), then the time from the cached id file to the first training step.
 
     python benchmarks/data.py                      # 1 GB in a temporary folder, deleted afterwards
     python benchmarks/data.py --size-mb 200        # smaller
     python benchmarks/data.py --path /big/disk/corpus.txt --keep
+    python benchmarks/data.py --folder /usr/lib/python3.11 --include '**/*.py'   # a real folder: encode,
+        # start to first step on the cached corpus, then again after touching one file
 
 Each measurement runs in a child process, so ru_maxrss is that of the encoder (or the trainer) alone; it
 includes the ~0.3-0.4 GB that importing torch costs. The text is tinyshakespeare's lines shuffled, with
@@ -52,15 +55,31 @@ def generate(path: Path, size_mb: int, seed: int = 0) -> None:
             turn += 1
 
 
-def child_encode(corpus: str, cache: str) -> dict:
-    from charrnn.data import load_corpus
+def split_into_folder(corpus: Path, folder: Path, seed: int = 0) -> int:
+    """Cut corpus at line ends into files of 4 KB to 256 KB, 100 to a subfolder; returns the file count."""
+    rng = random.Random(seed)
+    count = 0
+    with open(corpus, "rb") as f:
+        while block := f.read(rng.randint(4_000, 256_000)):
+            block += f.readline()  # end at a line end: no character is cut in two
+            sub = folder / f"part{count // 100:04d}"
+            if count % 100 == 0:
+                sub.mkdir(parents=True)
+            (sub / f"doc{count:06d}.txt").write_bytes(block)
+            count += 1
+    return count
+
+
+def child_encode(corpus: str, cache: str, include: str = "") -> dict:
+    from charrnn.data import list_corpus_files, load_corpus
 
     cpu_before = _cpu_seconds()
     start = time.perf_counter()
-    encoded = load_corpus(corpus, cache)
+    encoded = load_corpus(corpus, cache, include=include or None)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu_before, "chars": len(encoded.ids),
-            "vocab": len(encoded.vocab), "dtype": str(encoded.ids.dtype),
+            "vocab": len(encoded.vocab), "dtype": str(encoded.ids.dtype), "files": encoded.files,
+            "skipped": encoded.skipped, "bytes": sum(list_corpus_files(corpus, include or None).sizes),
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -69,7 +88,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def child_first_step(corpus: str, cache: str, runs: str) -> dict:
+def child_first_step(corpus: str, cache: str, runs: str, include: str = "") -> dict:
     import torch
     from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (imported here: not part of the data path)
 
@@ -89,7 +108,8 @@ def child_first_step(corpus: str, cache: str, runs: str) -> dict:
 
     Tracker.scalars = note_first_step
     cfg = config_from_dict({
-        "name": "first-step", "data": {"path": corpus, "cache": cache, "val_fraction": 0.1},
+        "name": "first-step", "data": {"path": corpus, "cache": cache, "val_fraction": 0.1,
+                                       "include": include or None},
         "model": {"cell": "lstm", "hidden_size": 64, "num_layers": 1},
         "train": {"max_steps": 1, "batch_size": 32, "seq_length": 64, "eval_max_chars": 10_000, "device": "cpu"},
         "log": {"dir": runs, "tensorboard": True, "sample_every": 0},
@@ -110,11 +130,16 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1000, help="size of the generated text in MB (10^6 bytes)")
     parser.add_argument("--path", type=Path, help="where to write the text (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the text and its encoded cache")
+    parser.add_argument("--folder", type=Path, help="measure this folder instead of a generated text")
+    parser.add_argument("--include", default="", help="with --folder: data.include, e.g. '**/*.py'")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
         print(json.dumps(child_encode(*rest) if kind == "encode" else child_first_step(*rest)))
+        return
+    if args.folder:
+        measure_folder(args.folder, args.include)
         return
 
     folder = Path(tempfile.mkdtemp(prefix="charrnn-data-bench-"))
@@ -132,12 +157,33 @@ def main() -> None:
         print(f"encode: {enc['seconds']:.1f} s = {speed:,.0f} MB/s ({size / 1e6 / enc['cpu_seconds']:,.0f} MB per "
               f"CPU second); peak RSS {enc['max_rss_mb']:,.0f} MB; {enc['chars']:,} chars, "
               f"vocabulary {enc['vocab']}, ids {enc['dtype']} ({ids_mb:,.0f} MB)", flush=True)
+        start = time.perf_counter()
+        files = split_into_folder(corpus, folder / "docs")
+        print(f"split into a folder of {files:,} files in {time.perf_counter() - start:.1f} s", flush=True)
+        # The file and the folder in turn, twice each, each into a fresh cache: best of 2, so that a burst of
+        # load from other processes does not decide the comparison.
+        best: dict[str, dict] = {}
+        for _ in range(2):
+            for kind, source in (("file", corpus), ("folder", folder / "docs")):
+                run = in_child("encode", str(source), str(folder / "cache-compare"))
+                shutil.rmtree(folder / "cache-compare")
+                if kind not in best or run["cpu_seconds"] < best[kind]["cpu_seconds"]:
+                    best[kind] = run
+        many = best["folder"]
+        folder_speed = size / 1e6 / many["cpu_seconds"]
+        file_speed = size / 1e6 / best["file"]["cpu_seconds"]
+        print(f"encode the folder: {many['seconds']:.1f} s, {folder_speed:,.0f} MB per CPU second (the file, encoded "
+              f"in turn with it: {file_speed:,.0f}; best of 2 each); peak RSS {many['max_rss_mb']:,.0f} MB; "
+              f"{many['files']:,} files, {many['chars']:,} chars (separators included); "
+              f"{folder_speed / file_speed:.2f}x the single file's speed", flush=True)
+        shutil.rmtree(folder / "docs")
         step = in_child("first-step", str(corpus), str(cache), str(folder / "runs"))
         print(f"id file -> first training step: {step['seconds']:.2f} s from train() to the first step logged "
               f"({step['process_seconds']:.1f} s for the whole process, imports and a 10k-char eval included); "
               f"trainer peak RSS {step['max_rss_mb']:,.0f} MB")
-        ok = speed >= 100 and enc["max_rss_mb"] <= 1536 and step["seconds"] < 5
-        print(f"targets (>= 100 MB/s, <= 1.5 GB RSS, < 5 s to first step): {'met' if ok else 'NOT met'}")
+        ok = speed >= 100 and enc["max_rss_mb"] <= 1536 and step["seconds"] < 5 and folder_speed >= 0.95 * file_speed
+        print(f"targets (>= 100 MB/s, <= 1.5 GB RSS, < 5 s to first step, a folder as fast as a file within 5%): "
+              f"{'met' if ok else 'NOT met'}")
     finally:
         if args.keep:
             print(f"kept {corpus} and {cache}")
@@ -145,6 +191,33 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
             if args.path:
                 args.path.unlink(missing_ok=True)
+
+
+def measure_folder(source: Path, include: str) -> None:
+    """A real folder: encode it, train from the cached ids (start to first step), touch one file, encode again."""
+    folder = Path(tempfile.mkdtemp(prefix="charrnn-folder-bench-"))
+    cache, runs = folder / "cache", folder / "runs"
+    try:
+        enc = in_child("encode", str(source), str(cache), include)
+        print(f"encode {source} (data.include {include or 'every file'}): {enc['files']:,} files, "
+              f"{enc['bytes'] / 1e6:,.1f} MB in {enc['seconds']:.2f} s = {enc['bytes'] / 1e6 / enc['seconds']:,.0f} "
+              f"MB/s; {enc['chars']:,} chars, vocabulary {enc['vocab']}; skipped {len(enc['skipped'])} not UTF-8: "
+              f"{', '.join(enc['skipped'][:5])}", flush=True)
+        again = in_child("encode", str(source), str(cache), include)
+        steps = [in_child("first-step", str(source), str(cache), str(runs / str(i)), include) for i in range(3)]
+        step = min(steps, key=lambda s: s["seconds"])
+        print(f"second run, cache reused: opening the corpus {again['seconds']:.3f} s; train() to the first step "
+              f"{step['seconds']:.2f} s, best of 3 ({step['process_seconds']:.1f} s for the whole process, imports "
+              "included)")
+        from charrnn.data import list_corpus_files
+
+        touched = list_corpus_files(source, include or None).paths[0]
+        os.utime(touched)
+        after = in_child("encode", str(source), str(cache), include)
+        entries = len(list(cache.iterdir()))
+        print(f"after touching {touched}: encoded again in {after['seconds']:.2f} s ({entries} cache entries)")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

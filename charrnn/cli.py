@@ -137,29 +137,45 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/ihello.yaml).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=0.01 "
                                                    "(repeatable).")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Text file to train on (sets data.path).")] = None,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="Text file or folder to train on (sets data.path); repeat it for several. A folder is read "
+        "recursively in sorted path order; pick its files with --set data.include='**/*.txt'.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name: the run folder is <log.dir>/NAME.")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run folder (instead of --name).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Fine-tune: start a new run (step 0, fresh optimizer and schedule) from the weights of "
+        "this run (its best.pt, else last.pt) or checkpoint file, with its model section; characters new in the "
+        "corpus are added to the vocabulary.")] = None,
 ) -> None:
-    """Train a model on a text file; checkpoints, metrics and TensorBoard logs go into the run folder.
+    """Train a model on a text file or folder; checkpoints, metrics and TensorBoard logs go into the run folder.
 
     Example: charrnn train --config configs/shakespeare.yaml --data ../shared/data/tinyshakespeare.txt
+
+    Example: charrnn train --config configs/shakespeare.yaml --data src/ --set data.include='**/*.py'
+
+    Example: charrnn train --config configs/shakespeare.yaml --data sonnets.txt --init-from runs/shakespeare
+    --set train.patience=5 --name sonnets
     """
     from charrnn.train import train as run_training
     from charrnn.train import training_config
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them")
-    cfg, run_dir = training_config(config, list(set_ or []), data=data, name=name, run_dir=run_dir, resume=resume)
+    data_arg = data[0] if data and len(data) == 1 else data or None
+    cfg, run_dir = training_config(config, list(set_ or []), data=data_arg, name=name, run_dir=run_dir, resume=resume,
+                                   init_from=init_from)
     result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
     if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
         out = Console(stderr=True, highlight=False)
         out.print(_metrics_table(f"{result.run_dir} after {result.step} steps ({result.elapsed_s:.1f} s)",
                                  result.val, "best val loss", f"{result.best_val_loss:.4f}"))
+        if result.stopped_by == "early_stop":
+            out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss)",
+                      markup=False)
         out.print(f"sample it: charrnn sample {result.run_dir}", markup=False)
 
 
@@ -206,13 +222,20 @@ def sample(
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {\"samples\": [...], \"chars_per_sec\": ...}.")]
     = False,
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
+    novelty: Annotated[bool, typer.Option(
+        "--novelty", help="After each sample, the longest stretch it shares with the run's training text (length, "
+        "start in the sample), and with --stop whether it is a whole record of that text ('in train') or 'new'. "
+        "The first use builds an index beside the run's cached ids.")] = False,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best (best.pt: the lowest val loss; last.pt "
+                                            "where there is none yet) | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
     precision: Annotated[str, typer.Option("--precision", help=_PRECISION_HELP)] = "fp32",
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is produced.
 
     Example: charrnn sample runs/shakespeare --prime "ROMEO:" --length 300 --temperature 0.8 --top-p 0.95
+
+    Example: charrnn sample runs/names --stop "\\n" --num-samples 64 --novelty
     """
     from charrnn.device import inference_precision
     from charrnn.memory import check_sampling_fits
@@ -232,6 +255,7 @@ def sample(
     if prime == "":
         raise UserError("the prime text is empty; pass at least one character with --prime")
     vocab.encode(prime)  # a character outside the vocabulary is named before any output
+    index = _novelty_index(run, cfg, vocab) if novelty else None  # a missing corpus is named before any output
     filters = [StopFilter(stop, prime) for _ in range(num_samples)]
     texts = [prime] * num_samples
     stream = num_samples == 1 and not as_json
@@ -246,29 +270,50 @@ def sample(
                               seed=seed, device=dev, precision=precision):
             generated += num_samples
             pieces = [f.feed(c) for f, c in zip(filters, chars, strict=True)]
-            if stream:
-                if pieces[0]:
-                    out.write(pieces[0])
-                    out.flush()
-            else:
-                texts = [t + p for t, p in zip(texts, pieces, strict=True)]
+            if stream and pieces[0]:
+                out.write(pieces[0])
+                out.flush()
+            texts = [t + p for t, p in zip(texts, pieces, strict=True)]
             if all(f.done for f in filters):
                 break
         tails = [f.flush() for f in filters]
         speed = generated / max(time.perf_counter() - start, 1e-9)
+        texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
+        reports = None
+        if index is not None:
+            from charrnn.novelty import novelty as novelty_of
+
+            reports = [novelty_of(index, vocab, t, stop, f.done) for t, f in zip(texts, filters, strict=True)]
         if stream:
-            out.write(tails[0] + "\n")
+            out.write(tails[0] + "\n" + (reports[0].describe() + "\n" if reports else ""))
         elif as_json:
-            texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
-            out.write(json.dumps({"samples": texts, "chars_per_sec": round(speed, 1)}, ensure_ascii=False) + "\n")
+            result = {"samples": texts, "chars_per_sec": round(speed, 1)}
+            if reports:
+                result["novelty"] = [r.to_dict() for r in reports]
+            out.write(json.dumps(result, ensure_ascii=False) + "\n")
         else:
-            texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
-            out.write(("\n" + "-" * 40 + "\n").join(texts) + "\n")
+            shown = [t + "\n" + r.describe() for t, r in zip(texts, reports, strict=True)] if reports else texts
+            out.write(("\n" + "-" * 40 + "\n").join(shown) + "\n")
         out.flush()
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(0) from None
+
+
+def _novelty_index(run: Path, cfg, vocab):
+    """The index of the run's training split that --novelty compares samples with."""
+    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
+    from charrnn.novelty import NoveltyIndex
+
+    paths = data_paths(cfg)
+    missing = [p for p in paths if not Path(p).exists()]
+    if not paths or missing:
+        raise UserError(f"--novelty compares samples with the run's training text, and {(missing or ['it'])[0]} "
+                        "is not available; restore it, or sample without --novelty")
+    corpus = open_corpus(cfg, vocab, cache_dir=run_cache_dir(cfg, run))
+    n_train = len(corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)["train"])
+    return NoveltyIndex.for_corpus(corpus, n_train)
 
 
 def _check_split(split: str) -> None:
@@ -279,24 +324,28 @@ def _check_split(split: str) -> None:
 _TOO_SHORT = "scoring needs at least 2 characters (each is predicted from the ones before it)"
 
 
-def _split_ids(cfg, vocab, split: str, alternative: str):
-    """The ids of one split of the run's corpus and a description of it; `alternative` is the option to suggest
-    when the corpus or the split is unavailable."""
-    from charrnn.train import open_corpus
+def _split_ids(run: Path, cfg, vocab, split: str, alternative: str):
+    """The ids of one split of the run's corpus (read through the cache the run used, never one in the current
+    folder) and a description of it; `alternative` is the option to suggest when the corpus or the split is
+    unavailable."""
+    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
 
-    if not cfg.data.path or not Path(cfg.data.path).is_file():
-        raise UserError(f"the run's corpus {cfg.data.path!r} is not available; pass the text with {alternative}")
-    corpus = open_corpus(cfg, vocab)
+    paths = data_paths(cfg)
+    if not paths or not all(Path(p).exists() for p in paths):
+        shown = paths[0] if len(paths) == 1 else paths
+        raise UserError(f"the run's corpus {shown!r} is not available; pass the text with {alternative}")
+    corpus = open_corpus(cfg, vocab, cache_dir=run_cache_dir(cfg, run))
     ids = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
+    where = ", ".join(paths)
     if len(ids) < 2:
         fraction = {"val": cfg.data.val_fraction, "test": cfg.data.test_fraction}.get(split)
         if fraction == 0:
-            raise UserError(f"the {split} split of {cfg.data.path} is empty (data.{split}_fraction is 0); "
+            raise UserError(f"the {split} split of {where} is empty (data.{split}_fraction is 0); "
                             f"use --split train or {alternative}")
         share = f"data.{split}_fraction={fraction:g}" if fraction else "what val and test leave"
-        raise UserError(f"the {split} split of {cfg.data.path} holds {len(ids)} character ({share} of "
+        raise UserError(f"the {split} split of {where} holds {len(ids)} character ({share} of "
                         f"{len(corpus.ids):,}); {_TOO_SHORT}: use --split train or {alternative}")
-    return ids, f"{split} split of {cfg.data.path}"
+    return ids, f"{split} split of {where}"
 
 
 @app.command("eval")
@@ -304,9 +353,11 @@ def _split_ids(cfg, vocab, split: str, alternative: str):
 def eval_(
     run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.", show_default=False)],
     split: Annotated[str, typer.Option("--split", help="train | val | test of the run's corpus.")] = "val",
-    data: Annotated[Path | None, typer.Option("--data", help="Score this text file instead of a split.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Score this text file (or folder) instead of a split, "
+                                              "with the run's vocabulary.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best (best.pt: the lowest val loss; last.pt "
+                                            "where there is none yet) | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
     precision: Annotated[str, typer.Option("--precision", help=_PRECISION_HELP)] = "fp32",
 ) -> None:
@@ -314,6 +365,8 @@ def eval_(
 
     Example: charrnn eval runs/shakespeare --split val --json
     """
+    from charrnn.corpus import run_cache_dir
+    from charrnn.data import load_corpus
     from charrnn.device import inference_precision
     from charrnn.evaluate import evaluate
 
@@ -322,11 +375,14 @@ def eval_(
     precision = inference_precision(precision, dev, cfg.model.cell)
     too_short = _TOO_SHORT
     if data is not None:
-        ids, source = vocab.encode(_read_file_option(data, "--data", too_short)), str(data)
+        if data.is_file() and data.stat().st_size == 0:
+            raise UserError(f"--data {data} is empty; {too_short}")
+        # The same encoder and memory map as training, with the run's vocabulary: an unseen character is named.
+        ids, source = load_corpus(data, run_cache_dir(cfg, run), vocab, separator=cfg.data.separator).ids, str(data)
         if len(ids) < 2:
-            raise UserError(f"--data {data} has {len(ids)} character; {too_short}")
+            raise UserError(f"--data {data} holds {len(ids)} character; {too_short}")
     else:
-        ids, source = _split_ids(cfg, vocab, split, "--data FILE")
+        ids, source = _split_ids(run, cfg, vocab, split, "--data FILE")
     metrics = evaluate(model, ids, device=dev, precision=precision)
     if as_json:
         print(json.dumps(metrics.to_dict()))
@@ -381,7 +437,7 @@ def inspect_(
         shown, warmup = encode_window(vocab, body, start, length)
         source = "--text" if text is not None else str(file)
     else:
-        ids, source = _split_ids(cfg, vocab, split or "val", "--file FILE")
+        ids, source = _split_ids(run, cfg, vocab, split or "val", "--file FILE")
         shown, warmup = window(ids, start, length)
     rec = record(model, shown, warmup)
     shown_text = vocab.decode(shown)

@@ -34,7 +34,11 @@ MAX_SEED = 2**63 - 1  # seeds are 64-bit signed integers, as most tools take the
 
 @dataclass
 class DataConfig:
-    path: str | None = _spec(None, doc="UTF-8 text file to train on")
+    path: str | list[str] | None = _spec(None, doc="UTF-8 text file, folder (read recursively) or list of them")
+    include: str | list[str] | None = _spec(None, doc="glob(s) that pick a folder's files, e.g. '**/*.py'; "
+                                            "default: every file")
+    exclude: str | list[str] | None = _spec(None, doc="glob(s) of a folder's files to leave out, e.g. 'tests/**'")
+    separator: str = _spec("\n", doc="text put between two documents (files)")
     val_fraction: float = _spec(0.1, lo=0.0, hi=1.0, hi_open=True)
     test_fraction: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)
     cache: str | None = _spec(None, doc="folder for the encoded id file; default: <log.dir>/.cache")
@@ -71,6 +75,7 @@ class TrainConfig:
     weight_decay: float = _spec(0.0, lo=0.0)
     grad_clip: float = _spec(1.0, lo=0.0, doc="0 turns clipping off")
     eval_every: int = _spec(200, lo=1)
+    patience: int | None = _spec(None, lo=1, doc="stop after this many evaluations without a better val loss")
     eval_max_chars: int | None = _spec(None, lo=1, doc="cap on validation characters; default: whole split")
     checkpoint_every: int = _spec(200, lo=1)
     device: str = _spec("auto")
@@ -93,6 +98,7 @@ class LogConfig:
 class Config:
     name: str = _spec("run")
     seed: int = _spec(0, lo=0, hi=MAX_SEED)
+    init_from: str | None = _spec(None, doc="fine-tuning: the run or checkpoint whose weights the run starts from")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -120,6 +126,8 @@ def _base(tp: Any) -> Any:
 def _type_name(tp: Any) -> str:
     base = _base(tp)
     name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(base, str(base))
+    if list[str] in typing.get_args(tp):
+        name += " or a list of strings"
     return name + "".join(f" or {w!r}" for w in _words(tp)) + (" or null" if _is_optional(tp) else "")
 
 
@@ -138,6 +146,10 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if _is_optional(tp):
             return None
         raise UserError(f"config key '{key}' must be {_type_name(tp)}, got null")
+    if list[str] in typing.get_args(tp) and isinstance(value, list):  # e.g. data.path: several files
+        if not value or not all(isinstance(v, str) for v in value):
+            raise UserError(f"config key '{key}' must be a non-empty list of strings, got {value!r}")
+        return list(value)
     if isinstance(value, str) and value in _words(tp):
         return value
     base = _base(tp)

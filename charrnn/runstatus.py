@@ -54,7 +54,8 @@ def describe(run_dir: str | Path, training: bool | None = None) -> str:
         return "unknown (no status.json: the run was made by an older charrnn)"
     status, step = record["status"], record.get("step")
     if status == "finished":
-        return f"finished ({record.get('detail') or 'max_steps'}) at step {step}"
+        detail = record.get("detail") or "max_steps"
+        return f"finished ({'stopped by: early stop' if detail == 'early_stop' else detail}) at step {step}"
     if status == "interrupted":
         return f"interrupted at step {step}"
     if status == "failed":

@@ -184,7 +184,9 @@ class Tracker:
         self._last_val = record.get("val_loss", float("nan"))
         if self._progress is not None:  # the bar was last drawn before this eval: show its val loss now
             self._progress.update(self._task, val=_fmt(self._last_val))
-        line = (f"step {record['step']}: train loss {record['train_loss']:.4f}"
+        train_loss = record["train_loss"]  # none before the first step (a fine-tuned run is scored at step 0)
+        shown = f"{train_loss:.4f}" if isinstance(train_loss, float) and math.isfinite(train_loss) else "-"
+        line = (f"step {record['step']}: train loss {shown}"
                 f"  val loss {record['val_loss']:.4f}  bpc {record['val_bpc']:.3f}"
                 f"  acc {record['val_accuracy']:.3f}  {record['chars_per_sec']:,.0f} chars/s")
         if self._progress is not None:

@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charrnn import autosize, distributed, runstatus
+from charrnn import autosize, distributed, finetune, runstatus
 from charrnn.checkpoint import RunPaths, atomic_write, load_resume_checkpoint, prepare_run_dir, save_checkpoint
 from charrnn.config import Config, apply_overrides, config_from_dict, config_yaml, read_yaml
-from charrnn.data import EncodedCorpus, load_corpus, make_batcher
+from charrnn.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
+from charrnn.data import make_batcher
 from charrnn.device import autocast, emulated_bf16_note, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import Metrics, evaluate
@@ -33,7 +34,7 @@ from charrnn.memory import check_training_fits
 from charrnn.model import CharRNN, Hidden, detach_hidden, select_hidden
 from charrnn.runlock import LOCK_NAME, hold_run_folder
 from charrnn.sampling import SamplingOptions, sample_text
-from charrnn.tracking import FileProgress, Stopwatch, Tracker
+from charrnn.tracking import Stopwatch, Tracker
 from charrnn.vocab import Vocab
 
 
@@ -78,6 +79,8 @@ def _train(cfg: Config, root: Path, *, resume: bool, overwrite: bool, quiet: boo
     trainer = Trainer.setup(cfg, root=root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
     t, state = trainer.cfg.train, trainer.state
     with trainer.session() as signals:
+        if state.step == 0 and trainer.cfg.init_from:
+            trainer.evaluate()  # fine-tuning: the source model on the new text, where the run starts from
         stopped_by = trainer.stop_reason(time_up=trainer.agreed_out_of_time())
         while stopped_by is None:
             out = trainer.train_step(signalled=bool(signals))  # one update; the ranks agree on every flag
@@ -88,7 +91,8 @@ def _train(cfg: Config, root: Path, *, resume: bool, overwrite: bool, quiet: boo
             if checkpoint_due or eval_due:
                 trainer.sync_ranks()  # a collective, so only at steps that are the same on every rank
             if eval_due:
-                trainer.evaluate(stopped_by)
+                stopped_by = trainer.evaluate(stopped_by)  # or "early_stop", when train.patience runs out
+                checkpoint_due = checkpoint_due or stopped_by
             if trainer.sample_due():
                 trainer.log_sample()
             if checkpoint_due:
@@ -107,6 +111,8 @@ class TrainState:
 
     step: int = 0
     best_val: float = math.inf
+    best_step: int = -1  # the step best.pt holds
+    evals_since_best: int = 0  # evaluations without a better val loss (train.patience)
     elapsed: float = 0.0  # training seconds of the sessions before this one
     hidden: Hidden | None = None  # the global batch's carried hidden state (stateful batching), as last synced
     data: dict = field(default_factory=dict)  # the batcher's position
@@ -119,7 +125,8 @@ class TrainState:
 
     def to_dict(self) -> dict:
         return {
-            "step": self.step, "best_val": self.best_val, "elapsed": self.elapsed, "hidden": self.hidden,
+            "step": self.step, "best_val": self.best_val, "best_step": self.best_step,
+            "evals_since_best": self.evals_since_best, "elapsed": self.elapsed, "hidden": self.hidden,
             "data": self.data, "rng": self.rng, "rank_rngs": self.rank_rngs,
             "window": (self.window_loss, self.window_steps),
             "val": self.val.to_dict() if self.val else None, "val_step": self.val_step,
@@ -129,6 +136,7 @@ class TrainState:
     def from_dict(cls, saved: dict) -> TrainState:
         window_loss, window_steps = saved.get("window", (0.0, 0))
         return cls(step=int(saved["step"]), best_val=float(saved["best_val"]), elapsed=float(saved["elapsed"]),
+                   best_step=int(saved.get("best_step", -1)), evals_since_best=int(saved.get("evals_since_best", 0)),
                    hidden=saved.get("hidden"), data=saved["data"], rng=saved["rng"],
                    rank_rngs=saved.get("rank_rngs"), window_loss=float(window_loss), window_steps=int(window_steps),
                    val=Metrics(**saved["val"]) if saved.get("val") else None, val_step=int(saved.get("val_step", -1)))
@@ -183,15 +191,24 @@ class Trainer:
                             f"{dist.world_size} processes; use a multiple of the process count so every rank "
                             "gets the same rows")
         saved = None
+        cfg = resolve_data_paths(cfg)  # the run records absolute data paths and cache
         if resume:
             cfg, saved = _resume_checkpoint(root, cfg)
         dev = dist.device(resolve_device(device or cfg.train.device))
         precision = resolve_precision(cfg.train.precision, dev, cfg.model.cell)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        source = None
+        if cfg.init_from and not resume:  # fine-tuning: the source's model, and its vocabulary extended
+            source_path, source = finetune.source_checkpoint(cfg.init_from)
+            cfg = finetune.with_source_model(cfg, source_path, source)
         vocab = Vocab(saved["vocab"]) if saved else None
         # One process per node encodes the corpus into the cache; the others then map the same id file.
         corpus = dist.node_first(lambda: open_corpus(cfg, vocab, quiet=quiet or not dist.is_main))
+        if source is not None:
+            vocab = finetune.extended_vocab(Vocab(source["vocab"]), corpus.vocab)
+            if vocab != corpus.vocab:
+                corpus = dist.node_first(lambda: open_corpus(cfg, vocab))
         splits = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)
         # model.hidden_size: auto and friends: probe this machine now; the probe's seconds count inside the budget.
         step_limit = total_steps_for(cfg, len(splits["train"]))
@@ -202,6 +219,8 @@ class Trainer:
         batcher = make_batcher(cfg.train.batching, splits["train"], cfg.train.batch_size, cfg.train.seq_length,
                                cfg.seed, dist.rank, dist.world_size)
         model = CharRNN(len(corpus.vocab), cfg.model).to(dev)
+        if source is not None:
+            finetune.load_source_weights(model, source["model"], Vocab(source["vocab"]), corpus.vocab)
         optimizer = build_optimizer(cfg, model)
         scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")  # fp16 gradients need loss scaling
         if dist.rank:
@@ -334,8 +353,10 @@ class Trainer:
             raise TrainingFailed(f"the weights are no longer finite at step {state.step}; nothing was saved "
                                  f"from this step. Last good checkpoint: {self._last_good()}. Try a lower train.lr")
 
-    def evaluate(self, stopped_by: str | None = None) -> None:
-        """Score the validation text, log it (one metrics line), keep best.pt; reset the train-loss window."""
+    def evaluate(self, stopped_by: str | None = None) -> str | None:
+        """Score the validation text, log it (one metrics line), keep best.pt; reset the train-loss window.
+        Returns why the run stops: stopped_by, or "early_stop" once train.patience evaluations in a row brought
+        no better val loss (all ranks agree)."""
         state, cfg = self.state, self.cfg
         train_loss = state.window_loss / state.window_steps if state.window_steps else float("nan")
         state.val = evaluate(self.model, self.val_ids, batch_size=64, device=self.dev, precision=self.precision,
@@ -344,6 +365,11 @@ class Trainer:
         if not math.isfinite(state.val.loss):
             raise TrainingFailed(f"validation loss is {state.val.loss} at step {state.step}; "
                                  f"last good checkpoint: {self._last_good()}")
+        better = state.val.loss < state.best_val
+        state.evals_since_best = 0 if better else state.evals_since_best + 1
+        patience = cfg.train.patience
+        if stopped_by is None and self.dist.any_rank(bool(patience) and state.evals_since_best >= patience):
+            stopped_by = "early_stop"
         record = {"step": state.step, "train_loss": train_loss, "val_loss": state.val.loss, "val_bpc": state.val.bpc,
                   "val_accuracy": state.val.accuracy, "lr": self.optimizer.param_groups[0]["lr"],
                   "chars_per_sec": self.speed, "elapsed_s": round(self.clock.elapsed(), 3)}
@@ -357,9 +383,10 @@ class Trainer:
             self.tracker.histograms(state.step, {f"grads/{n}": p.grad for n, p in named if p.grad is not None})
         state.window_loss, state.window_steps = 0.0, 0
         self._speed_from = (self.clock.elapsed(), state.step)
-        if state.val.loss < state.best_val:
-            state.best_val = state.val.loss
+        if better:
+            state.best_val, state.best_step = state.val.loss, state.step
             self._save(self.paths.best)
+        return stopped_by
 
     def sample_due(self) -> bool:
         every = self.cfg.log.sample_every
@@ -488,24 +515,6 @@ def _rank_seed(seed: int, rank: int) -> int:
     return (seed * 1_000_003 + rank * 7_919) % (2**63)
 
 
-def default_cache_dir(cfg: Config) -> Path:
-    return Path(cfg.data.cache) if cfg.data.cache else Path(cfg.log.dir) / ".cache"
-
-
-PROGRESS_MIN_BYTES = 4 << 20  # smaller corpora encode in well under a second: no progress bar
-
-
-def open_corpus(cfg: Config, vocab: Vocab | None = None, quiet: bool = True) -> EncodedCorpus:
-    """The config's corpus, encoded (once, cached) and memory-mapped; unless quiet, a large file's
-    encoding shows a progress bar on stderr (when it is a terminal)."""
-    if not cfg.data.path:
-        raise UserError("no training text: set data.path in the config or pass --data FILE")
-    path = Path(cfg.data.path)
-    show = not quiet and path.is_file() and path.stat().st_size >= PROGRESS_MIN_BYTES
-    with FileProgress(path.name, enabled=show) as progress:
-        return load_corpus(path, default_cache_dir(cfg), vocab, progress)
-
-
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
     params = list(model.parameters())
@@ -614,16 +623,23 @@ def _check_resumable(saved: dict, cfg: Config) -> None:
                                 f"{before[n]!r}, and its checkpoint depends on it; keep it, or start a new run")
 
 
-def training_config(config: str | Path | None, overrides: list[str], *, data: str | Path | None = None,
-                    name: str | None = None, run_dir: str | Path | None = None,
-                    resume: bool = False) -> tuple[Config, Path | None]:
+def training_config(config: str | Path | None, overrides: list[str], *, data: str | Path | list | None = None,
+                    name: str | None = None, run_dir: str | Path | None = None, resume: bool = False,
+                    init_from: str | Path | None = None) -> tuple[Config, Path | None]:
     """The config and run folder a `charrnn train` invocation means: the YAML file plus --data/--name/--set,
-    or, on --resume, the run folder's own config.yaml plus the same overrides (e.g. a longer max_steps)."""
+    or, on --resume, the run folder's own config.yaml plus the same overrides (e.g. a longer max_steps).
+    With init_from (fine-tuning) the model section is the source's; a config that sets another is refused."""
     overrides = list(overrides)
+    if init_from is not None:
+        if resume:
+            raise UserError("--init-from starts a new run from another run's weights; --resume continues this "
+                            "run: pass one of them")
+        overrides.append(f"init_from={json.dumps(str(init_from))}")
     if name is not None:
         overrides.append(f"name={json.dumps(name)}")
-    if data is not None:
-        overrides.append(f"data.path={json.dumps(str(data))}")
+    if data is not None:  # a file or folder, or several
+        paths = [str(d) for d in data] if isinstance(data, list | tuple) else str(data)
+        overrides.append(f"data.path={json.dumps(paths)}")
     if config is None and not (resume and (run_dir or name)):
         raise UserError("pass --config FILE (e.g. --config configs/ihello.yaml), or --resume with --run-dir")
     base = read_yaml(config) if config is not None else {}
@@ -635,10 +651,11 @@ def training_config(config: str | Path | None, overrides: list[str], *, data: st
         if not saved.is_file():
             raise UserError(f"cannot resume: {saved} does not exist; train without --resume first")
         base = read_yaml(saved)
-    cfg = config_from_dict(apply_overrides(base, overrides))
-    if cfg.data.path:
-        cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
-    return cfg, Path(run_dir) if run_dir is not None else None
+    raw = apply_overrides(base, overrides)
+    if raw.get("init_from") and not resume:
+        raw = finetune.take_source_model(raw)
+    cfg = config_from_dict(raw)
+    return resolve_data_paths(cfg), Path(run_dir) if run_dir is not None else None
 
 
 def _rank_rows(hidden, dist: distributed.DistContext):

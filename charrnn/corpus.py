@@ -1,0 +1,90 @@
+"""The config's corpus: where its files and its encoded-id cache are, opened with a progress bar and notes.
+
+data.py knows files and caches; this module knows the config (data.path, data.include/exclude, data.separator,
+data.cache, log.dir) and the run folder, so that training, `eval` and `sample --novelty` open the same
+corpus the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+from charrnn.config import Config
+from charrnn.data import EncodedCorpus, check_corpus_path, list_corpus_files, load_corpus
+from charrnn.errors import UserError
+from charrnn.tracking import FileProgress
+from charrnn.vocab import Vocab
+
+PROGRESS_MIN_BYTES = 4 << 20  # smaller corpora encode in well under a second: no progress bar
+_NAMES_IN_NOTE = 5
+
+
+def data_paths(cfg: Config) -> list[str]:
+    """data.path as a list (it may name one path or several)."""
+    path = cfg.data.path
+    return [] if path is None else [path] if isinstance(path, str) else list(path)
+
+
+def default_cache_dir(cfg: Config) -> Path:
+    """data.cache, else <log.dir>/.cache."""
+    return Path(cfg.data.cache) if cfg.data.cache else Path(cfg.log.dir) / ".cache"
+
+
+def resolve_data_paths(cfg: Config) -> Config:
+    """A copy of cfg whose data.path and data.cache are absolute, so that the run's config.yaml names the same
+    files and cache from any folder: `eval` and `sample` then never write a cache where the user happens to
+    stand. A pipe such as /dev/stdin is refused here, before resolving would turn it into /proc/.../pipe:[...]."""
+    cfg = copy.deepcopy(cfg)
+    paths = []
+    for path in data_paths(cfg):
+        given = Path(path).expanduser()
+        if given.exists():  # a missing file is reported when the corpus is opened
+            check_corpus_path(given)
+        paths.append(str(given.resolve()))
+    if paths:
+        cfg.data.path = paths[0] if isinstance(cfg.data.path, str) else paths
+    cfg.data.cache = str(default_cache_dir(cfg).expanduser().resolve())
+    return cfg
+
+
+def run_cache_dir(cfg: Config, run: Path) -> Path:
+    """The cache a trained run's corpus is read through: the absolute data.cache its config records, else (a
+    run made before charrnn recorded it) <the run folder's parent>/.cache, as the default log.dir gives."""
+    if cfg.data.cache and Path(cfg.data.cache).is_absolute():
+        return Path(cfg.data.cache)
+    return run_folder(run).parent / ".cache"
+
+
+def run_folder(run: Path) -> Path:
+    """The run folder of RUN, a run folder or a checkpoint file (runs/NAME/checkpoints/best.pt)."""
+    run = Path(run).resolve()
+    if run.is_dir():
+        return run
+    return run.parent.parent if run.parent.name == "checkpoints" else run.parent
+
+
+def open_corpus(cfg: Config, vocab: Vocab | None = None, quiet: bool = True,
+                cache_dir: Path | None = None) -> EncodedCorpus:
+    """The config's corpus, encoded (once, cached) and memory-mapped. Unless quiet, encoding a large corpus
+    shows a progress bar on stderr (when it is a terminal) and files of a folder that were skipped as not
+    UTF-8 text are counted in one note."""
+    paths = data_paths(cfg)
+    if not paths:
+        raise UserError("no training text: set data.path in the config or pass --data FILE")
+    files = list_corpus_files(paths, cfg.data.include, cfg.data.exclude)
+    show = not quiet and sum(files.sizes) >= PROGRESS_MIN_BYTES
+    with FileProgress(files.label, enabled=show) as progress:
+        corpus = load_corpus(files, cache_dir or default_cache_dir(cfg), vocab, progress,
+                             separator=cfg.data.separator)
+    if corpus.skipped and not quiet:
+        print(skipped_note(corpus.skipped), file=sys.stderr, flush=True)
+    return corpus
+
+
+def skipped_note(skipped: list[str]) -> str:
+    """One line that counts the files left out of a folder and names the first few."""
+    names = ", ".join(skipped[:_NAMES_IN_NOTE]) + (", ..." if len(skipped) > _NAMES_IN_NOTE else "")
+    files = "file that is" if len(skipped) == 1 else "files that are"
+    return f"note: skipped {len(skipped)} {files} not UTF-8 text: {names}"

@@ -1,0 +1,83 @@
+"""Early stopping (`train.patience`): a run stops after N evaluations without a better val loss, and best.pt
+holds the best model, which `sample` and `eval` use by default."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from conftest import REPO, tiny_config
+from typer.testing import CliRunner
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import app
+from charrnn.train import train
+
+runner = CliRunner()
+
+
+def overfitting_config(tmp_path, **train_options):
+    """Random letters: nothing carries over from the training text to the held-out quarter, so once the model
+    memorises the former its val loss only rises."""
+    rng = random.Random(1)
+    text = "".join(rng.choice("abcdefgh") for _ in range(800))
+    return tiny_config(tmp_path, text, data={"val_fraction": 0.25},
+                       model={"encoding": "embedding", "embedding_dim": 16, "hidden_size": 64},
+                       train={"seq_length": 16, "batch_size": 16, "lr": 0.02, "eval_every": 5,
+                              "checkpoint_every": 100, "max_steps": 1000, **train_options})
+
+
+def test_an_overfitting_run_stops_by_patience_and_best_pt_holds_the_minimum(tmp_path):
+    result = train(overfitting_config(tmp_path, patience=3), quiet=True)
+    assert result.stopped_by == "early_stop" and result.step < 1000
+    lines = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["val_loss"] for line in lines]
+    best = losses.index(min(losses))
+    assert len(losses) == best + 1 + 3  # three evaluations after the best one, none better
+    assert lines[-1]["stopped_by"] == "early_stop" and all("stopped_by" not in line for line in lines[:-1])
+    saved = load_checkpoint(result.run_dir / "checkpoints" / "best.pt")
+    assert saved["val"]["loss"] == min(losses) == result.best_val_loss
+    assert saved["step"] == lines[best]["step"] == saved["best_step"]
+    assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["step"] == result.step
+    res = runner.invoke(app, ["info", str(result.run_dir)])
+    assert "finished (stopped by: early stop) at step" in res.stdout
+    res = runner.invoke(app, ["eval", str(result.run_dir), "--json"])  # best.pt by default
+    assert json.loads(res.stdout)["loss"] == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_without_patience_the_same_run_goes_on(tmp_path):
+    result = train(overfitting_config(tmp_path, max_steps=60), quiet=True)
+    assert result.stopped_by == "max_steps" and result.step == 60
+
+
+def test_the_summary_says_early_stop(tmp_path):
+    cfg = overfitting_config(tmp_path)
+    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--data", cfg.data.path,
+                              "--set", f"log.dir={tmp_path / 'runs'}", "--set", "data.val_fraction=0.25",
+                              "--set", "model.hidden_size=64", "--set", "model.encoding=embedding",
+                              "--set", "model.embedding_dim=16", "--set", "train.seq_length=16",
+                              "--set", "train.batch_size=16", "--set", "train.eval_every=5",
+                              "--set", "train.max_steps=1000", "--set", "train.patience=2",
+                              "--set", "log.sample_every=0", "--set", "log.tensorboard=false"])
+    assert res.exit_code == 0, res.output
+    assert "stopped by: early stop (2 evaluations without a better val loss)" in res.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "1.5", "soon"])
+def test_bad_patience_is_one_line_and_no_run_folder(tmp_path, value):
+    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--set",
+                              f"log.dir={tmp_path / 'runs'}", "--set", f"train.patience={value}", "-q"])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "train.patience" in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_patience_count_is_part_of_the_saved_state():
+    """A resumed run goes on counting from where it stopped (a checkpoint carries the count and best step)."""
+    from charrnn.train import TrainState
+
+    state = TrainState(step=40, best_val=1.5, best_step=25, evals_since_best=2, data={}, rng={})
+    again = TrainState.from_dict(state.to_dict())
+    assert (again.best_step, again.evals_since_best) == (25, 2)
+    old = {k: v for k, v in state.to_dict().items() if k not in ("best_step", "evals_since_best")}
+    assert TrainState.from_dict(old).evals_since_best == 0  # a checkpoint of an older charrnn
