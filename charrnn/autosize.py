@@ -24,11 +24,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charrnn.config import Config, is_auto
 from charrnn.data import make_batcher
-from charrnn.device import autocast
 from charrnn.distributed import DistContext
 from charrnn.model import CharRNN, detach_hidden
 
@@ -194,18 +192,14 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
 
 def _train_step(model, optimizer, scaler, batcher, hidden, cfg: Config, device, precision, vocab_size):
     """One step as the training loop takes it; returns the hidden state to carry (stateful batching)."""
+    from charrnn.train import backward_pass  # train imports this module
+
     if batcher.stateful and batcher.starts_new_epoch:
         hidden = None
     inputs, targets = batcher.next_batch()
     inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-    with autocast(device, precision):
-        logits, new_hidden = model(inputs, hidden)
-    loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), targets.reshape(-1))
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    loss, _, new_hidden = backward_pass(model, model, optimizer, scaler, inputs, targets, hidden, precision=precision,
+                                        grad_clip=cfg.train.grad_clip)
     loss.item()  # the loop reads the loss every step (and so waits for the GPU); so does the probe
     scaler.step(optimizer)
     scaler.update()

@@ -301,14 +301,9 @@ class Trainer:
         lr = cfg.train.lr * lr_factor(cfg, state.step, self._progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast(self.dev, self.precision):
-            logits, new_hidden = self.forward(inputs, self.hidden)
-        loss = F.cross_entropy(logits.float().reshape(-1, len(self.vocab)), targets.reshape(-1))
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+        loss, grad_norm, new_hidden = backward_pass(self.forward, model, self.optimizer, self.scaler, inputs, targets,
+                                                    self.hidden, precision=self.precision,
+                                                    grad_clip=cfg.train.grad_clip)
         # The global batch's loss, and whether any rank caught a signal or ran out of time: one collective.
         loss_value, (signalled, time_up) = self.dist.step_sync(loss, signalled, self._out_of_time())
         bad = None if math.isfinite(loss_value) else f"training loss became {loss_value}"
@@ -474,6 +469,21 @@ def _discard_contents(root: Path) -> None:
 def _reason(exc: BaseException) -> str:
     text = str(exc).split("\n")[0] or type(exc).__name__
     return text[:200]
+
+
+def backward_pass(forward, model: CharRNN, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                  inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None, *, precision: str,
+                  grad_clip: float) -> tuple[torch.Tensor, float, Hidden]:
+    """The part of a training step that the loop and the width probe (autosize) share: forward under autocast,
+    loss, backward (scaled for fp16), unscale and clip. Returns (loss, gradient norm, hidden state after it)."""
+    with autocast(inputs.device, precision):
+        logits, new_hidden = forward(inputs, hidden)  # (B, T, V)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    max_norm = grad_clip if grad_clip > 0 else float("inf")
+    return loss, float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)), new_hidden
 
 
 # -- setup helpers -----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Each launch starts real processes (about 5-10 s here), so the configs are tiny a
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -51,13 +52,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_job(cmd: list[str], env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run a torchrun job in a session of its own, so that a timeout ends the workers too (killing torchrun
+    alone leaves them waiting for its store for half an hour)."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s: {err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
            f"--master_port={free_port()}", "-m", "charrnn", "train", "--quiet", *args]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    result = run_job(cmd, env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
 
@@ -125,7 +140,7 @@ def test_a_diverging_torchrun_run_ends_on_every_rank_with_one_line(tmp_path):
            f"--master_port={free_port()}", "-m", "charrnn", "train", "--quiet", "--config", str(config),
            "--set", "model.cell=rnn", "--set", "model.nonlinearity=relu", "--run-dir", str(tmp_path / "ddp")]
     started = time.monotonic()
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    result = run_job(cmd, env)
     assert result.returncode == 1, result.stderr[-3000:]
     assert time.monotonic() - started < 60  # no rank sat in an all-reduce until the 30-minute timeout
     charrnn_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
