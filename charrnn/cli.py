@@ -262,43 +262,38 @@ def sample(
     out = sys.stdout
     start = time.perf_counter()
     generated = 0
-    try:
-        if stream:
-            out.write(prime)
-            out.flush()
-        for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
-                              seed=seed, device=dev, precision=precision):
-            generated += num_samples
-            pieces = [f.feed(c) for f, c in zip(filters, chars, strict=True)]
-            if stream and pieces[0]:
-                out.write(pieces[0])
-                out.flush()
-            texts = [t + p for t, p in zip(texts, pieces, strict=True)]
-            if all(f.done for f in filters):
-                break
-        tails = [f.flush() for f in filters]
-        speed = generated / max(time.perf_counter() - start, 1e-9)
-        texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
-        reports = None
-        if index is not None:
-            from charrnn.novelty import novelty as novelty_of
-
-            reports = [novelty_of(index, vocab, t, stop, f.done) for t, f in zip(texts, filters, strict=True)]
-        if stream:
-            out.write(tails[0] + "\n" + (reports[0].describe() + "\n" if reports else ""))
-        elif as_json:
-            result = {"samples": texts, "chars_per_sec": round(speed, 1)}
-            if reports:
-                result["novelty"] = [r.to_dict() for r in reports]
-            out.write(json.dumps(result, ensure_ascii=False) + "\n")
-        else:
-            shown = [t + "\n" + r.describe() for t, r in zip(texts, reports, strict=True)] if reports else texts
-            out.write(("\n" + "-" * 40 + "\n").join(shown) + "\n")
+    if stream:
+        out.write(prime)
         out.flush()
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly, and keep Python from complaining at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(0) from None
+    for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
+                          seed=seed, device=dev, precision=precision):
+        generated += num_samples
+        pieces = [f.feed(c) for f, c in zip(filters, chars, strict=True)]
+        if stream and pieces[0]:
+            out.write(pieces[0])
+            out.flush()
+        texts = [t + p for t, p in zip(texts, pieces, strict=True)]
+        if all(f.done for f in filters):
+            break
+    tails = [f.flush() for f in filters]
+    speed = generated / max(time.perf_counter() - start, 1e-9)
+    texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
+    reports = None
+    if index is not None:
+        from charrnn.novelty import novelty as novelty_of
+
+        reports = [novelty_of(index, vocab, t, stop, f.done) for t, f in zip(texts, filters, strict=True)]
+    if stream:
+        out.write(tails[0] + "\n" + (reports[0].describe() + "\n" if reports else ""))
+    elif as_json:
+        result = {"samples": texts, "chars_per_sec": round(speed, 1)}
+        if reports:
+            result["novelty"] = [r.to_dict() for r in reports]
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    else:
+        shown = [t + "\n" + r.describe() for t, r in zip(texts, reports, strict=True)] if reports else texts
+        out.write(("\n" + "-" * 40 + "\n").join(shown) + "\n")
+    out.flush()
 
 
 def _novelty_index(run: Path, cfg, vocab):
