@@ -16,6 +16,18 @@ SHARED_DATA = Path(os.environ.get("CHARRNN_DATA_DIR", REPO.parent / "shared" / "
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and results stay deterministic
 
 
+def one_line_error(res, *fragments: str, code: int = 2) -> str:
+    """Assert that a CLI result is a user error as charrnn reports one: the exit code, one line on stderr
+    containing every fragment, no traceback; return that line."""
+    assert res.exit_code == code, (res.exit_code, res.output)
+    assert "Traceback" not in res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 def tiny_config(tmp_path: Path, text: str = "hihello", **sections) -> object:
     """A small validated Config whose corpus is `text`, logging under tmp_path/runs."""
     corpus = tmp_path / "corpus.txt"

@@ -12,7 +12,7 @@ import signal
 import pytest
 import torch
 import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, one_line_error, tiny_config
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -144,14 +144,6 @@ def test_shipped_shakespeare_configs_size_themselves():
         cfg = load_config(REPO / "configs" / f"{name}.yaml")
         assert (cfg.model.hidden_size, cfg.model.embedding_dim, cfg.model.dropout, cfg.train.lr) == ("auto",) * 4
         assert cfg.train.time_budget and cfg.model.tie_weights
-
-
-def one_line_error(res, *fragments: str) -> str:
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    assert all(f in lines[0] for f in fragments), lines[0]
-    return lines[0]
 
 
 def test_cli_auto_without_a_time_budget_is_one_line_exit_2(tmp_path):

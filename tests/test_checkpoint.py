@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import one_line_error, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_resume import STEPS, assert_same_state, resume_config
@@ -29,14 +29,6 @@ from charrnn.evaluate import evaluate
 from charrnn.train import load_model, open_corpus, train
 
 runner = CliRunner()
-
-
-def one_line_error(res, code: int = 2) -> str:
-    assert res.exit_code == code, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    return lines[0]
 
 
 # -- atomic writes ------------------------------------------------------------------------------------------

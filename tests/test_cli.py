@@ -1,21 +1,12 @@
 """Each user mistake ends in one clear line on stderr and exit code 2, with no traceback."""
 
 import pytest
-from conftest import REPO
+from conftest import REPO, one_line_error
 from typer.testing import CliRunner
 
 from charrnn.cli import app
 
 runner = CliRunner()
-
-
-def one_line_error(res, *fragments):
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    assert "Traceback" not in res.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
+from conftest import one_line_error, tiny_config
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -33,16 +33,6 @@ def test_exponent_numbers_are_numbers_in_yaml_and_set(tmp_path):
     cfg = load_config(path, ["train.grad_clip=5e0", "train.max_steps=2000"])
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.grad_clip) == (3e-4, 1e-2, 5.0)
     assert load_config(None, ["name=1e3x"]).name == "1e3x"
-
-
-def one_line_error(res, *fragments: str) -> str:
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize(("override", "fragments"), [

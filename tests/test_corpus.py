@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, one_line_error
 from typer.testing import CliRunner
 
 from charrnn.cli import app
@@ -20,16 +20,6 @@ CONFIG = str(REPO / "configs" / "ihello.yaml")
 TINY = ["--set", "model.hidden_size=8", "--set", "model.num_layers=1", "--set", "train.max_steps=2",
         "--set", "train.batch_size=2", "--set", "train.seq_length=4", "--set", "train.eval_every=2",
         "--set", "log.tensorboard=false", "--set", "log.sample_every=0", "--set", "train.device=cpu"]
-
-
-def one_line_error(res, *fragments: str) -> str:
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(autouse=True)

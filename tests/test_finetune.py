@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
+from conftest import one_line_error, tiny_config
 from typer.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint
@@ -120,14 +120,6 @@ def test_extended_model_computes_what_the_source_did_for_its_characters(model):
     kept = torch.from_numpy(vocab.encode("acex"))
     assert torch.allclose(new_logits[..., kept], old_logits, atol=1e-6)
     assert np.isfinite(new_logits.detach().numpy()).all()
-
-
-def one_line_error(res, *fragments):
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_init_from_refusals_are_one_line_and_leave_no_run_folder(source_run, tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import one_line_error
 from typer.testing import CliRunner
 
 from charrnn import autosize
@@ -27,16 +28,6 @@ from charrnn.stepper import make_stepper
 from charrnn.vocab import Vocab
 
 runner = CliRunner()
-
-
-def one_line_error(res, *fragments: str) -> str:
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # -- config files --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import one_line_error
 from typer.testing import CliRunner
 
 from charrnn.checkpoint import MARKER, is_run_dir, load_checkpoint, prepare_run_dir
@@ -21,14 +22,6 @@ runner = CliRunner()
 def snapshot(root: Path) -> dict[str, bytes | None]:
     """Every file and folder under root, with the bytes of each file."""
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def one_line_error(res) -> str:
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    return lines[0]
 
 
 @pytest.fixture
