@@ -77,6 +77,11 @@ def _err(message: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
 
+def _speaks_for_the_job() -> bool:
+    """Under torchrun every rank stops at once; rank 0 alone tells the user why (else one line per rank)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _handles_errors(fn):
     """User mistakes end in one line and exit 2; failures of the work in one line and exit 1."""
 
@@ -94,7 +99,7 @@ def _handles_errors(fn):
         except TrainingFailed as exc:
             if _state["debug"]:
                 raise
-            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 speaks for them
+            if _speaks_for_the_job():
                 _err(str(exc))
             raise typer.Exit(1) from None
         except BrokenPipeError:
@@ -113,7 +118,7 @@ def _handles_errors(fn):
             _err(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
             raise typer.Exit(1) from None
         except Interrupted as exc:
-            if os.environ.get("RANK", "0") != "0":  # under torchrun every rank stops; rank 0 speaks for them
+            if not _speaks_for_the_job():
                 raise typer.Exit(exc.exit_code) from None
             Console(stderr=True, highlight=False, soft_wrap=True).print(
                 f"interrupted at step {exc.step}; checkpoint saved. Resume with: "
@@ -368,14 +373,13 @@ def eval_(
     _check_split(split)
     _, model, vocab, cfg, dev = _load_run(run, checkpoint, device)
     precision = inference_precision(precision, dev, cfg.model.cell)
-    too_short = _TOO_SHORT
     if data is not None:
         if data.is_file() and data.stat().st_size == 0:
-            raise UserError(f"--data {data} is empty; {too_short}")
+            raise UserError(f"--data {data} is empty; {_TOO_SHORT}")
         # The same encoder and memory map as training, with the run's vocabulary: an unseen character is named.
         ids, source = load_corpus(data, run_cache_dir(cfg, run), vocab, separator=cfg.data.separator).ids, str(data)
         if len(ids) < 2:
-            raise UserError(f"--data {data} holds {len(ids)} character; {too_short}")
+            raise UserError(f"--data {data} holds {len(ids)} character; {_TOO_SHORT}")
     else:
         ids, source = _split_ids(run, cfg, vocab, split, "--data FILE")
     metrics = evaluate(model, ids, device=dev, precision=precision)

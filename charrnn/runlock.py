@@ -72,13 +72,20 @@ def lock_holder(root: str | Path) -> Holder | None:
     holder = _read_holder(Path(root) / LOCK_NAME)
     if holder is None or not holder.here:
         return holder
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
+    return holder if process_alive(holder.pid, holder.host) else None
+
+
+def process_alive(pid: int, host: str) -> bool | None:
+    """Whether a process lives (None when it ran on another host, where this one cannot look)."""
+    if host != socket.gethostname():
         return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
     except PermissionError:
-        pass  # alive, another user's
-    return holder
+        return True  # alive, another user's
+    return True
 
 
 def _make_folder(root: Path) -> list[Path]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from charrnn.checkpoint import atomic_write
+from charrnn.runlock import process_alive
 
 FILENAME = "status.json"
 
@@ -33,22 +34,8 @@ def read(run_dir: str | Path) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("status"), str) else None
 
 
-def _alive(pid: int, host: str) -> bool | None:
-    """Whether a process lives (None when it ran on another host, where this one cannot look)."""
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def describe(run_dir: str | Path, training: bool | None = None) -> str:
-    """One line for `charrnn info`. `training` says whether a process holds the run folder's lock (None: unknown,
-    then the recorded pid is checked)."""
+def describe(run_dir: str | Path) -> str:
+    """One line for `charrnn info`; a run recorded as running is checked against its process."""
     record = read(run_dir)
     if record is None:
         return "unknown (no status.json: the run was made by an older charrnn)"
@@ -61,8 +48,7 @@ def describe(run_dir: str | Path, training: bool | None = None) -> str:
     if status == "failed":
         return f"failed at step {step}: {record.get('detail') or 'unknown reason'}"
     pid, host = record.get("pid"), record.get("host", "")
-    alive = training if training is not None else _alive(int(pid or 0), str(host))
-    if alive is False:
+    if process_alive(int(pid or 0), str(host)) is False:
         return f"killed: the process (pid {pid}) ended without saying so; resume from the last checkpoint"
     where = "" if host == socket.gethostname() else f" on {host}"
     return f"running (pid {pid}{where})"
