@@ -178,13 +178,7 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
                     raise UserError(f"--overwrite refused: {paths.root} is a symbolic link; "
                                     "pass the folder it points to, or another --run-dir")
                 _check_writable(paths, replacing=True)
-                for entry in paths.root.iterdir():
-                    if entry.name == LOCK_NAME:
-                        continue
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
+                clear_run_dir(paths.root)
     try:
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         if not _marked(paths.root):
@@ -193,6 +187,20 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
         raise UserError(f"cannot create the run folder {paths.root} ({exc.strerror or exc}); "
                         "choose another log.dir, --name or --run-dir") from None
     return paths
+
+
+def clear_run_dir(root: Path, *, best_effort: bool = False) -> None:
+    """Delete everything in a run folder but the lock, which belongs to the process holding it (--overwrite;
+    best_effort, for a failed new run taking back what it wrote, ignores what cannot be removed)."""
+    for entry in root.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=best_effort)
+        elif best_effort:
+            entry.unlink(missing_ok=True)
+        else:
+            entry.unlink()
 
 
 def _check_writable(paths: RunPaths, *, replacing: bool) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import signal
 import threading
 import time
@@ -23,7 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import autosize, distributed, finetune, runstatus
-from charrnn.checkpoint import RunPaths, atomic_write, load_resume_checkpoint, prepare_run_dir, save_checkpoint
+from charrnn.checkpoint import (
+    RunPaths,
+    atomic_write,
+    clear_run_dir,
+    load_resume_checkpoint,
+    prepare_run_dir,
+    save_checkpoint,
+)
 from charrnn.config import Config, apply_overrides, config_from_dict, config_yaml, read_yaml
 from charrnn.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
 from charrnn.data import make_batcher
@@ -32,7 +38,7 @@ from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import Metrics, evaluate
 from charrnn.memory import check_training_fits
 from charrnn.model import CharRNN, Hidden, detach_hidden, select_hidden
-from charrnn.runlock import LOCK_NAME, hold_run_folder
+from charrnn.runlock import hold_run_folder
 from charrnn.sampling import SamplingOptions, sample_text
 from charrnn.tracking import Stopwatch, Tracker
 from charrnn.vocab import Vocab
@@ -266,7 +272,7 @@ class Trainer:
             self._end("failed", self.state.step, _reason(exc))
             if self.discard_on_failure and not self.checkpoints_written and dist.is_main:
                 self._close_tracker()
-                _discard_contents(paths.root)
+                clear_run_dir(paths.root, best_effort=True)
             raise
         finally:
             self._close_tracker()
@@ -453,17 +459,6 @@ class Trainer:
         if self.tracker is not None:
             self.tracker.close()
             self.tracker = None
-
-
-def _discard_contents(root: Path) -> None:
-    """Remove what a failed new run wrote into its folder (all but the lock, which its holder removes)."""
-    for child in root.iterdir():
-        if child.name == LOCK_NAME:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
 
 
 def _reason(exc: BaseException) -> str:
