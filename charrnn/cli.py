@@ -487,6 +487,7 @@ def info(
     Example: charrnn info runs/ihello
     """
     from charrnn import runstatus
+    from charrnn.corpus import run_folder
     from charrnn.model import parameter_table
     from charrnn.tracking import visible_char
 
@@ -536,7 +537,7 @@ def info(
     progress.add_row(f"{state['step']}{of}", number(best), number(last.get("loss")), number(last.get("bpc")),
                      number(last.get("accuracy")), f"{state.get('elapsed', 0.0):.1f} s")
     console.print(progress)
-    run_dir = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/X.pt
+    run_dir = run_folder(run)
     if (run_dir / runstatus.FILENAME).is_file():
         console.print(Text.assemble(("status ", "bold"), runstatus.describe(run_dir)))
 
