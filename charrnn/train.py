@@ -182,6 +182,7 @@ class Trainer:
         self.clock = Stopwatch(state.elapsed)
         self.speed = 0.0
         self._speed_from = (self.clock.elapsed(), state.step)  # the window chars/s is measured over
+        self._session_from = self._speed_from  # the whole session's mean, for the result
         self.tracker: Tracker | None = None
         self.checkpoints_written = 0
         self.evals_done = 0  # in this session: histograms are logged every log.histogram_every evals
@@ -427,10 +428,17 @@ class Trainer:
         self._end("finished", state.step, stopped_by)
 
     def result(self, stopped_by: str | None) -> RunResult:
-        return RunResult(self.paths.root, self.state.step, self.clock.elapsed(), self.speed, self.state.val,
+        return RunResult(self.paths.root, self.state.step, self.clock.elapsed(), self._session_speed(), self.state.val,
                          self.state.best_val, stopped_by or "max_steps", self.dist.is_main)
 
     # -- small helpers ---------------------------------------------------------------------------------------
+    def _session_speed(self) -> float:
+        """Characters trained per second over this session, evaluations and checkpoints included (the last
+        window's rate can be a handful of steps beside a checkpoint)."""
+        (since, step0), now = self._session_from, self.clock.elapsed()
+        chars = (self.state.step - step0) * self.cfg.train.batch_size * self.cfg.train.seq_length * self.dist.world_size
+        return chars / (now - since) if now > since else self.speed
+
     def _out_of_time(self) -> bool:
         budget = self.cfg.train.time_budget
         return budget is not None and self.clock.elapsed() >= budget

@@ -78,3 +78,13 @@ def test_max_epochs_sets_the_number_of_steps(make_config, max_epochs, max_steps,
     result = train(cfg, quiet=True)
     assert (result.step, result.stopped_by) == (steps, stopped_by)
     assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["step"] == steps
+
+
+def test_the_result_reports_the_whole_sessions_speed(make_config):
+    """RunResult.chars_per_sec is every character trained over the session's clock, evaluations included, not
+    the rate of the last window between evaluations (a few steps beside the final evaluation and checkpoint)."""
+    cfg = make_config(TEXT * 40, data={"val_fraction": 0.5},  # evaluating 2,240 characters outweighs a step
+                      train={"max_steps": 20, "batch_size": 2, "seq_length": 6, "eval_every": 2,
+                             "checkpoint_every": 2})
+    result = train(cfg, quiet=True)
+    assert result.chars_per_sec == pytest.approx(20 * 2 * 6 / result.elapsed_s, rel=0.02)
