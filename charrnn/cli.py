@@ -244,7 +244,7 @@ def sample(
     """
     from charrnn.device import inference_precision
     from charrnn.memory import check_sampling_fits
-    from charrnn.sampling import SamplingOptions, StopFilter, decode_escapes, generate
+    from charrnn.sampling import Samples, SamplingOptions, decode_escapes, generate
 
     opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
     if prime is not None and prime_file is not None:
@@ -261,8 +261,7 @@ def sample(
         raise UserError("the prime text is empty; pass at least one character with --prime")
     vocab.encode(prime)  # a character outside the vocabulary is named before any output
     index = _novelty_index(run, cfg, vocab) if novelty else None  # a missing corpus is named before any output
-    filters = [StopFilter(stop, prime) for _ in range(num_samples)]
-    texts = [prime] * num_samples
+    samples = Samples(prime, num_samples, stop)
     stream = num_samples == 1 and not as_json
     out = sys.stdout
     start = time.perf_counter()
@@ -273,21 +272,20 @@ def sample(
     for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
                           seed=seed, device=dev, precision=precision):
         generated += num_samples
-        pieces = [f.feed(c) for f, c in zip(filters, chars, strict=True)]
+        pieces = samples.add(chars)
         if stream and pieces[0]:
             out.write(pieces[0])
             out.flush()
-        texts = [t + p for t, p in zip(texts, pieces, strict=True)]
-        if all(f.done for f in filters):
+        if samples.done:
             break
-    tails = [f.flush() for f in filters]
+    tails = samples.finish()
     speed = generated / max(time.perf_counter() - start, 1e-9)
-    texts = [t + tail for t, tail in zip(texts, tails, strict=True)]
+    texts = samples.texts()
     reports = None
     if index is not None:
         from charrnn.novelty import novelty as novelty_of
 
-        reports = [novelty_of(index, vocab, t, stop, f.done) for t, f in zip(texts, filters, strict=True)]
+        reports = [novelty_of(index, vocab, t, stop, done) for t, done in zip(texts, samples.stopped, strict=True)]
     if stream:
         out.write(tails[0] + "\n" + (reports[0].describe() + "\n" if reports else ""))
     elif as_json:

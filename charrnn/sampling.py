@@ -193,15 +193,50 @@ class StopFilter:
         return out
 
 
+class Samples:
+    """num_samples texts as they are generated: each starts with the prime and goes through its own StopFilter.
+    Pieces are kept in lists and joined once, so a long sample costs linear time."""
+
+    def __init__(self, prime: str, num_samples: int, stop: str | None):
+        self.filters = [StopFilter(stop, prime) for _ in range(num_samples)]
+        self.parts = [[prime] for _ in range(num_samples)]
+
+    def add(self, chars: list[str]) -> list[str]:
+        """Feed one generated character per sample; return what each sample may show now."""
+        pieces = [f.feed(c) for f, c in zip(self.filters, chars, strict=True)]
+        for part, piece in zip(self.parts, pieces, strict=True):
+            part.append(piece)
+        return pieces
+
+    @property
+    def done(self) -> bool:
+        """Every sample has reached its stop string."""
+        return all(f.done for f in self.filters)
+
+    @property
+    def stopped(self) -> list[bool]:
+        return [f.done for f in self.filters]
+
+    def finish(self) -> list[str]:
+        """After the last add: the text each filter still held back (appended to the samples too)."""
+        tails = [f.flush() for f in self.filters]
+        for part, tail in zip(self.parts, tails, strict=True):
+            part.append(tail)
+        return tails
+
+    def texts(self) -> list[str]:
+        return ["".join(part) for part in self.parts]
+
+
 def sample_text(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: SamplingOptions = SamplingOptions(),
                 num_samples: int = 1, seed: int | None = None, stop: str | None = None,
                 device: torch.device | str = "cpu", precision: str = "fp32") -> list[str]:
     """Whole samples (prime + generated, cut at `stop`: see StopFilter), for scripts and TensorBoard."""
-    filters = [StopFilter(stop, prime) for _ in range(num_samples)]
-    texts = [prime] * num_samples
+    samples = Samples(prime, num_samples, stop)
     for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
                           seed=seed, device=device, precision=precision):
-        texts = [t + f.feed(c) for t, f, c in zip(texts, filters, chars, strict=True)]
-        if all(f.done for f in filters):
+        samples.add(chars)
+        if samples.done:
             break
-    return [t + f.flush() for t, f in zip(texts, filters, strict=True)]
+    samples.finish()
+    return samples.texts()
