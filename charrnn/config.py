@@ -244,6 +244,9 @@ def _check_whole(cfg: Config) -> None:
                         f"{t.optimizer} give train.lr a number")
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise UserError(f"config key 'name' must be a plain folder name, got {shown(cfg.name)}")
+    if cfg.name == ".cache":  # corpus.default_cache_dir: the run would share its folder with the encoded corpora
+        raise UserError("config key 'name' is '.cache', the folder under log.dir that holds the encoded corpora; "
+                        "give the run another name")
 
 
 def config_from_dict(raw: Any) -> Config:

@@ -98,6 +98,13 @@ def test_a_nul_byte_in_a_file_name_is_one_line(tmp_path, key):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_run_named_like_the_cache_folder_is_one_line(tmp_path):
+    """A run named .cache was written into <log.dir>/.cache, the folder every run's encoded corpus is cached in."""
+    res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "--set", "name=.cache", "-q"])
+    one_line_error(res, "'name'", ".cache", "another name")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_nul_byte_in_the_run_dir_is_one_line(tmp_path):
     res = runner.invoke(app, ["train", "--config", str(_base_config(tmp_path)), "--run-dir", "r\0un", "-q"])
     one_line_error(res, "--run-dir", "null")
