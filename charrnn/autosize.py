@@ -40,7 +40,7 @@ WARMUP_STEPS = 2  # untimed: the first steps of a new shape build kernels (oneDN
 TIMED_STEPS = 6  # per width; the median step time gives its speed
 
 # (width, value) anchors from the measured runs; between them linear, outside them the nearest end.
-DROPOUT_BY_WIDTH = ((160, 0.0), (192, 0.05), (256, 0.1), (320, 0.15), (384, 0.2), (512, 0.2))
+DROPOUT_BY_WIDTH = ((192, 0.0), (256, 0.1), (320, 0.15), (384, 0.2), (512, 0.2))
 LR_BY_WIDTH = ((128, 0.01), (160, 0.008), (192, 0.007), (256, 0.006), (320, 0.005), (384, 0.0045), (512, 0.004))
 
 
@@ -82,7 +82,7 @@ def _interpolate(anchors: Sequence[tuple[int, float]], width: int) -> float:
 
 
 def dropout_for(width: int) -> float:
-    """The dropout the measured runs used at this width (0 at 160 and below, 0.2 from 384)."""
+    """The dropout the measured runs used at this width (0 at 192 and below, 0.2 from 384)."""
     return round(_interpolate(DROPOUT_BY_WIDTH, width), 3)
 
 
