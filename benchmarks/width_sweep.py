@@ -7,9 +7,9 @@ bf16 support, ready for the README.
     python benchmarks/width_sweep.py --budgets 600 --widths 256,320,384,448,512 --threads 2
     python benchmarks/width_sweep.py --device cuda --budgets 100 --widths 256,512,1024 --threads 2
 
-The recipe is configs/shakespeare-10min.yaml (2-layer tied stateful LSTM, seq 32, batch 32, cosine to 2%) with
-`train.time_budget`, `train.threads` and `model.hidden_size` set per row; dropout and lr follow the width
-(`auto`), as the rule's tables say. Runs take their whole budget each: the total is printed first. Run it on an
+The recipe is configs/shakespeare-10min.yaml (2-layer tied stateful LSTM, seq 32, batch 32, cosine to 2%, weight
+decay 0.1) with `train.time_budget`, `train.threads` and `model.hidden_size` set per row; dropout and lr follow
+the width (`auto`), as the rule's tables say. Runs take their whole budget each: the total is printed first. Run it on an
 idle machine: other work on the CPU changes the speeds and so the results.
 """
 
