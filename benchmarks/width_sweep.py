@@ -9,8 +9,8 @@ bf16 support, ready for the README.
 
 The recipe is configs/shakespeare-10min.yaml (2-layer tied stateful LSTM, seq 32, batch 32, cosine to 2%, weight
 decay 0.1) with `train.time_budget`, `train.threads` and `model.hidden_size` set per row; dropout and lr follow
-the width (`auto`), as the rule's tables say. Runs take their whole budget each: the total is printed first. Run it on an
-idle machine: other work on the CPU changes the speeds and so the results.
+the width (`auto`), as the rule's tables say. Runs take their whole budget each: the total is printed first.
+Run it on an idle machine: other work on the CPU changes the speeds and so the results.
 """
 
 from __future__ import annotations
