@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,12 +45,6 @@ def write_config(tmp_path: Path, **train_overrides) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_job(cmd: list[str], env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run a torchrun job in a session of its own, so that a timeout ends the workers too (killing torchrun
     alone leaves them waiting for its store for half an hour)."""
@@ -66,13 +59,18 @@ def run_job(cmd: list[str], env: dict, timeout: float = 240) -> subprocess.Compl
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+def torchrun_job(*args: str, nproc: int = 2) -> tuple[list[str], dict]:
+    """The command and environment of a local torchrun job of charrnn train. --standalone lets the rendezvous
+    take a free port itself (a port picked here and released could be taken before torchrun binds it)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "charrnn", "train", "--quiet", *args]
-    result = run_job(cmd, env)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+            "charrnn", "train", "--quiet", *args], env
+
+
+def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    result = run_job(*torchrun_job(*args, nproc=nproc))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
 
@@ -133,14 +131,10 @@ def test_a_diverging_torchrun_run_ends_on_every_rank_with_one_line(tmp_path):
     all-reduce), the job exits 1 within seconds, and charrnn says so once (rank 0), in one line."""
     config = write_config(tmp_path, optimizer="sgd", lr=1e6, grad_clip=0.0, max_steps=10_000, eval_every=5,
                           checkpoint_every=1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "charrnn", "train", "--quiet", "--config", str(config),
-           "--set", "model.cell=rnn", "--set", "model.nonlinearity=relu", "--run-dir", str(tmp_path / "ddp")]
+    job = torchrun_job("--config", str(config), "--set", "model.cell=rnn", "--set", "model.nonlinearity=relu",
+                       "--run-dir", str(tmp_path / "ddp"))
     started = time.monotonic()
-    result = run_job(cmd, env)
+    result = run_job(*job)
     assert result.returncode == 1, result.stderr[-3000:]
     assert time.monotonic() - started < 60  # no rank sat in an all-reduce until the 30-minute timeout
     charrnn_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
