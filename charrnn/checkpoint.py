@@ -139,19 +139,14 @@ def _listing(names: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
-    """Check that a run folder may be used as asked; create and mark it (not on resume).
-
-    Training writes only into a new folder, an empty one or a charrnn run folder; --overwrite deletes
-    only a charrnn run folder's contents (the folder stays, with the caller's lock file in it). Anything
-    else is a UserError, and nothing is touched."""
+def check_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
+    """Every refusal of prepare_run_dir, with nothing written: training calls it before its slow set-up
+    (encoding the corpus, probing the width), so that a folder it may not use is named at once."""
     paths = RunPaths(Path(root))
     if resume:
         if not paths.has_checkpoint():
             raise UserError(f"cannot resume: {paths.last} does not exist; train without --resume first")
         _check_writable(paths, replacing=False)
-        for debris in paths.checkpoints.glob(".*.tmp-*"):  # a write that was killed midway (see atomic_write)
-            debris.unlink(missing_ok=True)
         return paths
     if paths.root.exists() or paths.root.is_symlink():
         if not paths.root.is_dir():
@@ -178,7 +173,22 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
                     raise UserError(f"--overwrite refused: {paths.root} is a symbolic link; "
                                     "pass the folder it points to, or another --run-dir")
                 _check_writable(paths, replacing=True)
-                clear_run_dir(paths.root)
+    return paths
+
+
+def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
+    """Check that a run folder may be used as asked (check_run_dir); create and mark it (not on resume).
+
+    Training writes only into a new folder, an empty one or a charrnn run folder; --overwrite deletes
+    only a charrnn run folder's contents (the folder stays, with the caller's lock file in it). Anything
+    else is a UserError, and nothing is touched."""
+    paths = check_run_dir(root, resume=resume, overwrite=overwrite)
+    if resume:
+        for debris in paths.checkpoints.glob(".*.tmp-*"):  # a write that was killed midway (see atomic_write)
+            debris.unlink(missing_ok=True)
+        return paths
+    if overwrite and paths.root.is_dir():  # checked: empty but for the lock, or a charrnn run folder
+        clear_run_dir(paths.root)
     try:
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         if not _marked(paths.root):

@@ -25,6 +25,7 @@ from charrnn import autosize, distributed, finetune, runstatus
 from charrnn.checkpoint import (
     RunPaths,
     atomic_write,
+    check_run_dir,
     clear_run_dir,
     load_resume_checkpoint,
     prepare_run_dir,
@@ -201,6 +202,8 @@ class Trainer:
         cfg = resolve_data_paths(cfg)  # the run records absolute data paths and cache
         if resume:
             cfg, saved = _resume_checkpoint(root, cfg)
+        elif dist.is_main:
+            check_run_dir(root, overwrite=overwrite)  # a folder it may not use: named before the slow set-up
         dev = dist.device(resolve_device(device or cfg.train.device))
         precision = resolve_precision(cfg.train.precision, dev, cfg.model.cell)
         if cfg.train.threads:

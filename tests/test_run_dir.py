@@ -125,3 +125,21 @@ def test_a_run_that_stopped_before_its_first_checkpoint_can_be_trained_into_agai
     prepare_run_dir(root)
     (root / "config.yaml").write_text("name: x\n", encoding="utf-8")
     assert prepare_run_dir(root).root == root
+
+
+def test_a_folder_it_may_not_use_is_refused_before_the_corpus_is_encoded_or_the_width_probed(
+        make_config, tmp_path, project, monkeypatch):
+    """The refusal used to come after encoding the corpus and probing the width: seconds to minutes of work
+    before a one-line answer that needed none of it."""
+    from charrnn import autosize
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the width was probed before the run folder was checked")
+
+    monkeypatch.setattr(autosize, "probe", no_probe)
+    cfg = make_config("hello world, hello charrnn. " * 8, model={"encoding": "embedding", "hidden_size": "auto",
+                                                                  "embedding_dim": "auto", "tie_weights": True},
+                      train={"time_budget": 5, "max_steps": None})
+    with pytest.raises(UserError, match="not an empty folder or a charrnn run folder"):
+        train(cfg, run_dir=project, quiet=True)
+    assert not (tmp_path / "runs" / ".cache").exists()  # the corpus was not encoded either
