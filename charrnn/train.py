@@ -332,10 +332,8 @@ class Trainer:
         return StepOutcome(loss_value, grad_norm, lr, signalled, time_up)
 
     def _log_step(self, loss: float, grad_norm: float, lr: float) -> None:
-        now, (since, step0) = self.clock.elapsed(), self._speed_from
-        chars_per_step = self.cfg.train.batch_size * self.cfg.train.seq_length
-        if now > since:
-            self.speed = (self.state.step - step0) * chars_per_step * self.dist.world_size / (now - since)
+        now = self.clock.elapsed()
+        self.speed = self._chars_per_sec(*self._speed_from)
         self.tracker.scalars(self.state.step, {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
                                                "train/chars_per_sec": self.speed})
         self.tracker.progress(self.state.step, now, loss, self.speed)
@@ -431,16 +429,19 @@ class Trainer:
         self._end("finished", state.step, stopped_by)
 
     def result(self, stopped_by: str | None) -> RunResult:
-        return RunResult(self.paths.root, self.state.step, self.clock.elapsed(), self._session_speed(), self.state.val,
-                         self.state.best_val, stopped_by or "max_steps", self.dist.is_main)
+        return RunResult(self.paths.root, self.state.step, self.clock.elapsed(),
+                         self._chars_per_sec(*self._session_from), self.state.val, self.state.best_val,
+                         stopped_by or "max_steps", self.dist.is_main)
 
     # -- small helpers ---------------------------------------------------------------------------------------
-    def _session_speed(self) -> float:
-        """Characters trained per second over this session, evaluations and checkpoints included (the last
-        window's rate can be a handful of steps beside a checkpoint)."""
-        (since, step0), now = self._session_from, self.clock.elapsed()
-        chars = (self.state.step - step0) * self.cfg.train.batch_size * self.cfg.train.seq_length * self.dist.world_size
-        return chars / (now - since) if now > since else self.speed
+    def _chars_per_sec(self, since: float, step0: int) -> float:
+        """Characters trained per second from (clock seconds, step) to now, all processes together: every step
+        trains train.batch_size rows (the global batch, split over the ranks) of train.seq_length. The last
+        figure when no time has passed."""
+        now = self.clock.elapsed()
+        if now <= since:
+            return self.speed
+        return (self.state.step - step0) * self.cfg.train.batch_size * self.cfg.train.seq_length / (now - since)
 
     def _out_of_time(self) -> bool:
         budget = self.cfg.train.time_budget

@@ -21,7 +21,8 @@ from charrnn import autosize, distributed
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import config_from_dict
 from charrnn.errors import UserError
-from charrnn.train import train
+from charrnn.tracking import Stopwatch
+from charrnn.train import Trainer, TrainState, train
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 30
@@ -112,6 +113,17 @@ def test_torchrun_two_processes_train_like_one_process_and_resume(tmp_path):
     a = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_chars_per_sec_counts_the_global_batch_once(make_config):
+    """train.batch_size is the global batch, split over the ranks: a step of 2 processes trains batch_size x
+    seq_length characters in all. chars/s used to multiply that by the process count too (2x under torchrun)."""
+    trainer = Trainer.__new__(Trainer)  # only what the rate reads: no process group, no run folder
+    trainer.cfg = make_config(train={"batch_size": 4, "seq_length": 6})
+    trainer.dist = distributed.DistContext(rank=0, world_size=2)
+    trainer.state, trainer.speed = TrainState(step=10), 0.0
+    trainer.clock = Stopwatch(already=2.0)  # 2 s, plus the microseconds until the call
+    assert trainer._chars_per_sec(0.0, 0) == pytest.approx(10 * 4 * 6 / 2.0, rel=1e-3)
 
 
 def test_batch_must_split_evenly_over_the_processes(make_config, monkeypatch):
