@@ -497,9 +497,7 @@ def backward_pass(forward, model: CharRNN, optimizer: torch.optim.Optimizer, sca
 
 def _resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
     """The config to resume with (an auto keeps what the run chose) and last.pt, checked against each other."""
-    paths = RunPaths(root)
-    if not paths.has_checkpoint():
-        raise UserError(f"cannot resume: {paths.last} does not exist; train without --resume first")
+    paths = check_run_dir(root, resume=True)  # last.pt exists and the folder can be written
     saved = load_resume_checkpoint(paths)  # a damaged last.pt: the error names an intact checkpoint
     cfg = autosize.keep_resolved(cfg, saved["config"])
     _check_resumable(saved["config"], cfg)
