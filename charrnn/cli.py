@@ -301,17 +301,24 @@ def sample(
 
 def _novelty_index(run: Path, cfg, vocab):
     """The index of the run's training split that --novelty compares samples with."""
-    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
     from charrnn.novelty import NoveltyIndex
+
+    corpus = _run_corpus(run, cfg, vocab, "--novelty compares samples with it: restore it, or sample without "
+                                          "--novelty")
+    n_train = len(corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)["train"])
+    return NoveltyIndex.for_corpus(corpus, n_train)
+
+
+def _run_corpus(run: Path, cfg, vocab, fix: str):
+    """The run's corpus, read through the cache the run used (never one in the current folder); a file of it
+    that is gone is one line, ending with `fix`."""
+    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
 
     paths = data_paths(cfg)
     missing = [p for p in paths if not Path(p).exists()]
     if not paths or missing:
-        raise UserError(f"--novelty compares samples with the run's training text, and {(missing or ['it'])[0]} "
-                        "is not available; restore it, or sample without --novelty")
-    corpus = open_corpus(cfg, vocab, cache_dir=run_cache_dir(cfg, run))
-    n_train = len(corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)["train"])
-    return NoveltyIndex.for_corpus(corpus, n_train)
+        raise UserError(f"the run's corpus {(missing or ['(none recorded)'])[0]!r} is not available; {fix}")
+    return open_corpus(cfg, vocab, cache_dir=run_cache_dir(cfg, run))
 
 
 def _check_split(split: str) -> None:
@@ -326,15 +333,11 @@ def _split_ids(run: Path, cfg, vocab, split: str, alternative: str):
     """The ids of one split of the run's corpus (read through the cache the run used, never one in the current
     folder) and a description of it; `alternative` is the option to suggest when the corpus or the split is
     unavailable."""
-    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
+    from charrnn.corpus import data_paths
 
-    paths = data_paths(cfg)
-    if not paths or not all(Path(p).exists() for p in paths):
-        shown = paths[0] if len(paths) == 1 else paths
-        raise UserError(f"the run's corpus {shown!r} is not available; pass the text with {alternative}")
-    corpus = open_corpus(cfg, vocab, cache_dir=run_cache_dir(cfg, run))
+    corpus = _run_corpus(run, cfg, vocab, f"pass the text with {alternative}")
     ids = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
-    where = ", ".join(paths)
+    where = ", ".join(data_paths(cfg))
     if len(ids) < 2:
         fraction = {"val": cfg.data.val_fraction, "test": cfg.data.test_fraction}.get(split)
         if fraction == 0:
