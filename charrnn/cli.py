@@ -199,14 +199,10 @@ _PRECISION_HELP = ("fp32 (default) | bf16 | fp16 (GPU) | auto (bf16 where native
 
 
 def _load_run(run: Path, checkpoint: str, device: str | None):
-    from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
-    from charrnn.device import resolve_device
-    from charrnn.train import load_model
+    from charrnn.trained import load
 
-    dev = resolve_device(device or "cpu")
-    state = load_checkpoint(resolve_checkpoint(run, checkpoint))
-    model, vocab, cfg = load_model(state, dev)
-    return state, model, vocab, cfg, dev
+    m = load(run, checkpoint=checkpoint, device=device or "cpu")
+    return m.state, m.net, m.vocab, m.config, m.device
 
 
 @app.command()

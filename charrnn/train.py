@@ -726,15 +726,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def _write_atomically(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
-
-def load_model(checkpoint: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab, Config]:
-    """Rebuild the model, vocabulary and config stored in a checkpoint."""
-    try:
-        cfg = config_from_dict(checkpoint["config"])
-        vocab = Vocab(checkpoint["vocab"])
-        model = CharRNN(len(vocab), cfg.model)
-        model.load_state_dict(checkpoint["model"])
-    except (UserError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise UserError(f"checkpoint does not match its own config ({str(exc).splitlines()[0][:160]}); "
-                        "it was written by an incompatible charrnn") from None
-    return model.to(device).eval(), vocab, cfg

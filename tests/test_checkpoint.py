@@ -26,7 +26,8 @@ from charrnn.cli import app
 from charrnn.config import save_config
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import evaluate
-from charrnn.train import load_model, open_corpus, train
+from charrnn.train import open_corpus, train
+from charrnn.trained import model_from_checkpoint
 
 runner = CliRunner()
 
@@ -278,7 +279,7 @@ def split_run(tmp_path_factory):
     text = "".join(f"line {i}: the cat sat on the mat.\n" for i in range(12))
     cfg = tiny_config(tmp, text, data={"val_fraction": 0.2, "test_fraction": 0.2}, train={"max_steps": 20})
     run = train(cfg, quiet=True).run_dir
-    model, vocab, cfg = load_model(load_checkpoint(resolve_checkpoint(run)))
+    model, vocab, cfg = model_from_checkpoint(load_checkpoint(resolve_checkpoint(run)))
     return run, model, vocab, open_corpus(cfg, vocab).splits(0.2, 0.2)
 
 

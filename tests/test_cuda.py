@@ -13,7 +13,8 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import app
 from charrnn.evaluate import evaluate
 from charrnn.sampling import SamplingOptions, sample_text
-from charrnn.train import load_model, open_corpus, train
+from charrnn.train import open_corpus, train
+from charrnn.trained import model_from_checkpoint
 
 runner = CliRunner()
 
@@ -52,7 +53,8 @@ def test_compile_on_cuda_trains(make_config):
 
 def test_load_model_puts_the_model_on_the_gpu(make_config):
     result = cuda_run(make_config, max_steps=4, eval_every=4)
-    model, _, _ = load_model(load_checkpoint(result.run_dir / "checkpoints" / "last.pt"), torch.device("cuda"))
+    last = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    model, _, _ = model_from_checkpoint(last, torch.device("cuda"))
     assert {p.device.type for p in model.parameters()} == {"cuda"}
 
 
@@ -76,7 +78,7 @@ def test_a_gpu_run_samples_and_evaluates_on_cuda_and_on_cpu(make_config, monkeyp
     assert results["cuda"]["chars"] == results["cpu"]["chars"]
     assert results["cuda"]["sample"] == results["cpu"]["sample"]
     state = load_checkpoint(f"{run}/checkpoints/best.pt")
-    model, vocab, cfg = load_model(state)
+    model, vocab, cfg = model_from_checkpoint(state)
     expected = evaluate(model, open_corpus(cfg, vocab).splits(0.0, 0.0)["train"])
     assert results["cpu"]["loss"] == pytest.approx(expected.loss, abs=1e-4)
     greedy = sample_text(model, vocab, prime="hello", length=40, opts=SamplingOptions(greedy=True))[0]

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.cli import app
 from charrnn.sampling import SamplingOptions, sample_text
-from charrnn.train import load_model, train
+from charrnn.train import train
+from charrnn.trained import model_from_checkpoint
 
 runner = CliRunner()
 
@@ -25,7 +26,7 @@ def test_every_cell_and_encoding_learns_ihello(make_config, cell, encoding):
                       train={"max_steps": 150, "eval_every": 150, "checkpoint_every": 150})
     result = train(cfg, quiet=True)
     assert result.val.accuracy == 1.0
-    model, vocab, _ = load_model(load_checkpoint(resolve_checkpoint(result.run_dir, "best")))
+    model, vocab, _ = model_from_checkpoint(load_checkpoint(resolve_checkpoint(result.run_dir, "best")))
     text = sample_text(model, vocab, prime="h", length=6, opts=SamplingOptions(greedy=True))[0]
     assert text == "hihello"
 

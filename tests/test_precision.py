@@ -24,7 +24,8 @@ from charrnn.errors import UserError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
 from charrnn.sampling import SamplingOptions, sample_text
-from charrnn.train import load_model, open_corpus, train
+from charrnn.train import open_corpus, train
+from charrnn.trained import model_from_checkpoint
 
 CPU = torch.device("cpu")
 TEXT = "hello world, hello charrnn. " * 8
@@ -128,7 +129,7 @@ def test_a_run_trained_in_fp16_or_bf16_evaluates_and_samples_on_cpu(fp32_run, tm
     res = CliRunner().invoke(app, ["eval", str(path), "--json"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
-    model, vocab, cfg = load_model(state)
+    model, vocab, cfg = model_from_checkpoint(state)
     ids = open_corpus(cfg, vocab).splits(cfg.data.val_fraction, cfg.data.test_fraction)["val"]
     expected = evaluate(model, ids, precision="fp32")
     assert got["chars"] == expected.chars == len(ids) - 1

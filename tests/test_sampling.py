@@ -323,9 +323,9 @@ def test_a_stop_string_straddling_prime_and_sample_ends_the_sample_after_the_pri
     res = runner.invoke(app, [*args, "--prime", "to", "--stop", "o" + first])
     assert res.exit_code == 0 and res.stdout == "to\n"
     from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
-    from charrnn.train import load_model
+    from charrnn.trained import model_from_checkpoint
 
-    model, vocab, _ = load_model(load_checkpoint(resolve_checkpoint(trained_run)))
+    model, vocab, _ = model_from_checkpoint(load_checkpoint(resolve_checkpoint(trained_run)))
     assert sample_text(model, vocab, prime="to", length=60, seed=3, stop="o" + first) == ["to"]
     # "to" wholly inside the prime does not count: the sample runs on to the first "to" it generates
     later = full.index("to", 1)

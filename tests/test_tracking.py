@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import app
 from charrnn.tracking import visible_char
-from charrnn.train import load_model, train
+from charrnn.train import train
+from charrnn.trained import model_from_checkpoint
 
 TEXT = "hello world\nhi there\n"  # a vocabulary with a newline and a space
 
@@ -85,7 +86,7 @@ def test_histograms_are_off_by_default_and_every_n_evals_when_asked(embedding_ru
     cfg = make_config(TEXT, train={"max_steps": 40}, log={"tensorboard": True, "histogram_every": 2})
     run_dir = train(cfg, quiet=True).run_dir
     acc = events(run_dir)
-    model = load_model(load_checkpoint(run_dir / "checkpoints" / "last.pt"))[0]
+    model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.pt"))[0]
     names = [name for name, _ in model.named_parameters()]
     assert set(acc.Tags()["histograms"]) == {f"{kind}/{n}" for kind in ("weights", "grads") for n in names}
     for tag in acc.Tags()["histograms"]:
