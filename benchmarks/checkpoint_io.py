@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-import charrnn.checkpoint as ckpt
+import charrnn.run.checkpoint as ckpt
 from charrnn.config import ModelConfig, config_from_dict
 from charrnn.model import CharRNN
 

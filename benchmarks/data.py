@@ -71,7 +71,8 @@ def split_into_folder(corpus: Path, folder: Path, seed: int = 0) -> int:
 
 
 def child_encode(corpus: str, cache: str, include: str = "") -> dict:
-    from charrnn.data import list_corpus_files, load_corpus
+    from charrnn.data.cache import load_corpus
+    from charrnn.data.files import list_corpus_files
 
     cpu_before = _cpu_seconds()
     start = time.perf_counter()
@@ -94,7 +95,7 @@ def child_first_step(corpus: str, cache: str, runs: str, include: str = "") -> d
 
     from charrnn.config import config_from_dict
     from charrnn.tracking import Tracker
-    from charrnn.train import train
+    from charrnn.training.loop import train
 
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # its first use imports torch._dynamo (~2 s)
 
@@ -209,7 +210,7 @@ def measure_folder(source: Path, include: str) -> None:
         print(f"second run, cache reused: opening the corpus {again['seconds']:.3f} s; train() to the first step "
               f"{step['seconds']:.2f} s, best of 3 ({step['process_seconds']:.1f} s for the whole process, imports "
               "included)")
-        from charrnn.data import list_corpus_files
+        from charrnn.data.files import list_corpus_files
 
         touched = list_corpus_files(source, include or None).paths[0]
         os.utime(touched)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from charrnn.data import load_corpus
+from charrnn.data.cache import load_corpus
 from charrnn.novelty import NoveltyIndex, novelty
 
 REPO = Path(__file__).resolve().parent.parent

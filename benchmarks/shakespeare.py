@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from charrnn import autosize
 from charrnn.config import ModelConfig, load_config
 from charrnn.device import describe_cpu, resolve_device, resolve_precision
 from charrnn.model import CharRNN
-from charrnn.train import train
+from charrnn.training import autosize
+from charrnn.training.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("CHARRNN_DATA_DIR", REPO.parent / "shared" / "data")) / "tinyshakespeare.txt"

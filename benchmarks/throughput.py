@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.config import config_from_dict
-from charrnn.data import load_corpus
+from charrnn.data.cache import load_corpus
 from charrnn.device import resolve_precision
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
-from charrnn.train import train
+from charrnn.training.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("CHARRNN_DATA_DIR", REPO.parent / "shared" / "data")) / "tinyshakespeare.txt"

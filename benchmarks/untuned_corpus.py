@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from inspect_units import build_corpus
 
 from charrnn.config import ModelConfig, load_config
-from charrnn.data import load_corpus
+from charrnn.data.cache import load_corpus
 from charrnn.device import describe_cpu, resolve_precision
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
-from charrnn.train import train
+from charrnn.training.loop import train
 
 B, T, LR = 32, 64, 3e-3
 

@@ -87,7 +87,7 @@ def _handles_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from charrnn.train import Interrupted
+        from charrnn.training.signals import Interrupted
 
         try:
             return fn(*args, **kwargs)
@@ -165,8 +165,8 @@ def train(
     Example: charrnn train --config configs/shakespeare.yaml --data sonnets.txt --init-from runs/shakespeare
     --set train.patience=5 --name sonnets
     """
-    from charrnn.train import train as run_training
-    from charrnn.train import training_config
+    from charrnn.training.loop import train as run_training
+    from charrnn.training.run_config import training_config
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them")
@@ -308,7 +308,7 @@ def _novelty_index(run: Path, cfg, vocab):
 def _run_corpus(run: Path, cfg, vocab, fix: str):
     """The run's corpus, read through the cache the run used (never one in the current folder); a file of it
     that is gone is one line, ending with `fix`."""
-    from charrnn.corpus import data_paths, open_corpus, run_cache_dir
+    from charrnn.data.corpus import data_paths, open_corpus, run_cache_dir
 
     paths = data_paths(cfg)
     missing = [p for p in paths if not Path(p).exists()]
@@ -329,7 +329,7 @@ def _split_ids(run: Path, cfg, vocab, split: str, alternative: str):
     """The ids of one split of the run's corpus (read through the cache the run used, never one in the current
     folder) and a description of it; `alternative` is the option to suggest when the corpus or the split is
     unavailable."""
-    from charrnn.corpus import data_paths
+    from charrnn.data.corpus import data_paths
 
     corpus = _run_corpus(run, cfg, vocab, f"pass the text with {alternative}")
     ids = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)[split]
@@ -362,8 +362,8 @@ def eval_(
 
     Example: charrnn eval runs/shakespeare --split val --json
     """
-    from charrnn.corpus import run_cache_dir
-    from charrnn.data import load_corpus
+    from charrnn.data.cache import load_corpus
+    from charrnn.data.corpus import run_cache_dir
     from charrnn.device import inference_precision
     from charrnn.evaluate import evaluate
 
@@ -408,17 +408,10 @@ def inspect_(
 
     Example: charrnn inspect runs/shakespeare --split val --length 2000 --out page.html
     """
-    from charrnn.checkpoint import atomic_write, resolve_checkpoint
-    from charrnn.inspect import (
-        describe_model,
-        encode_window,
-        page_data,
-        record,
-        render_page,
-        shown_length,
-        summary,
-        window,
-    )
+    from charrnn.inspection.page import page_data, render_page, summary
+    from charrnn.inspection.recording import describe_model, encode_window, record, shown_length, window
+    from charrnn.run.checkpoint import resolve_checkpoint
+    from charrnn.safe_files import atomic_write
 
     if sum(x is not None for x in (text, file, split)) > 1:
         raise UserError("pass one of --text, --file and --split")
@@ -462,7 +455,7 @@ def inspect_(
 
 def _read_file_option(path: Path, flag: str, if_empty: str) -> str:
     """The text of a file named by a flag, with messages that name the flag (read_text's speak of training data)."""
-    from charrnn.data import read_text
+    from charrnn.data.text import read_text
 
     if not path.exists():
         raise UserError(f"{flag} {path}: no such file")
@@ -483,10 +476,10 @@ def info(
 
     Example: charrnn info runs/ihello
     """
-    from charrnn import runstatus
-    from charrnn.corpus import run_folder
+    from charrnn.data.corpus import run_folder
     from charrnn.model import parameter_table
-    from charrnn.tracking import visible_char
+    from charrnn.run import status as run_status
+    from charrnn.vocab import visible_char
 
     state, model, vocab, cfg, _ = _load_run(run, checkpoint, "cpu")
     console = Console(highlight=False)
@@ -535,8 +528,8 @@ def info(
                      number(last.get("accuracy")), f"{state.get('elapsed', 0.0):.1f} s")
     console.print(progress)
     run_dir = run_folder(run)
-    if (run_dir / runstatus.FILENAME).is_file():
-        console.print(Text.assemble(("status ", "bold"), runstatus.describe(run_dir)))
+    if (run_dir / run_status.FILENAME).is_file():
+        console.print(Text.assemble(("status ", "bold"), run_status.describe(run_dir)))
 
 
 def run() -> None:

@@ -11,14 +11,14 @@ samples of a few hundred characters cost a fraction of a second on a 1 MB corpus
 
 from __future__ import annotations
 
-import os
+import contextlib
 from bisect import bisect_left
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from charrnn.data import EncodedCorpus, _writer_id
+from charrnn.data.cache import EncodedCorpus
+from charrnn.safe_files import atomic_write
 
 
 def suffix_array(ids: np.ndarray) -> np.ndarray:
@@ -98,12 +98,8 @@ class NoveltyIndex:
             sa = np.fromfile(path, dtype=dtype)
         if sa is None:
             sa = suffix_array(ids)
-            tmp = path.with_name(f".{path.name}.tmp-{_writer_id()}")
-            try:
-                sa.tofile(tmp)
-                os.replace(tmp, path)
-            except OSError:
-                Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                atomic_write(path, sa.tofile)
         return cls(ids, sa, whole_text=n_train == len(corpus.ids))
 
     def _bytes(self, ids) -> bytes:

@@ -10,26 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 
-# Characters that would be invisible (or break the TSV metadata) in TensorBoard's projector.
-_VISIBLE = {"\n": "\\n", "\t": "\\t", " ": "␣", "\r": "\\r"}
-
-
-def visible_char(ch: str) -> str:
-    """A label that shows the character, including whitespace and control characters."""
-    if ch in _VISIBLE:
-        return _VISIBLE[ch]
-    return ch if ch.isprintable() else f"U+{ord(ch):04X}"
+from charrnn.console import stderr_console
+from charrnn.vocab import visible_char
 
 
 def _fmt(value: float) -> str:
@@ -58,10 +48,6 @@ def _wait_to_sort_after_existing_event_files(run_dir: Path, limit_s: float = 2.0
     wait = newest + 1 - time.time()
     if 0 < wait <= limit_s:
         time.sleep(wait)
-
-
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
 
 
 class Tracker:
@@ -224,42 +210,3 @@ class Tracker:
             self.writer.flush()
             self.writer.close()
             self.writer = None
-
-
-class FileProgress:
-    """progress(stage, bytes_done, bytes_total) for a long pass over a file: a Rich bar on stderr, started
-    on the first call (a cache hit shows nothing) and quiet when disabled or stderr is not a terminal."""
-
-    def __init__(self, name: str, enabled: bool = True):
-        self.name, self.console = name, stderr_console()
-        self.enabled = enabled and self.console.is_terminal
-        self._bar: Progress | None = None
-        self._task = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self._bar is None:
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
-            self._task = self._bar.add_task("", total=total)
-            self._bar.start()
-        self._bar.update(self._task, description=f"{stage} {self.name}", completed=done, total=total)
-
-    def __enter__(self) -> FileProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
-class Stopwatch:
-    """Elapsed training seconds, resumable (the time of earlier sessions is added)."""
-
-    def __init__(self, already: float = 0.0):
-        self.already, self.start = already, time.perf_counter()
-
-    def elapsed(self) -> float:
-        return self.already + time.perf_counter() - self.start

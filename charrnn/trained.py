@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.config import Config, config_from_dict
 from charrnn.device import resolve_device
 from charrnn.errors import UserError
 from charrnn.model import CharRNN
+from charrnn.run.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.vocab import Vocab
 
 

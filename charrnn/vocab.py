@@ -88,3 +88,14 @@ class Vocab:
             return cls(data["chars"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"vocabulary file {path} is unreadable ({exc}); retrain or restore it") from None
+
+
+# Characters that would be invisible (or break the TSV metadata) in TensorBoard's projector.
+_VISIBLE = {"\n": "\\n", "\t": "\\t", " ": "␣", "\r": "\\r"}
+
+
+def visible_char(ch: str) -> str:
+    """A label that shows the character, including whitespace and control characters."""
+    if ch in _VISIBLE:
+        return _VISIBLE[ch]
+    return ch if ch.isprintable() else f"U+{ord(ch):04X}"

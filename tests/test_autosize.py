@@ -17,15 +17,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from charrnn import autosize
-from charrnn.autosize import Measurement, choose, dropout_for, keep_resolved, lr_for, probe, resolve_auto
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import app
 from charrnn.config import ModelConfig, config_from_dict, load_config
+from charrnn.data.corpus import open_corpus
 from charrnn.errors import UserError
 from charrnn.model import CharRNN
+from charrnn.run.checkpoint import load_checkpoint
 from charrnn.tracking import Tracker
-from charrnn.train import Interrupted, open_corpus, train
+from charrnn.training import autosize
+from charrnn.training.autosize import Measurement, choose, dropout_for, keep_resolved, lr_for, probe, resolve_auto
+from charrnn.training.loop import train
+from charrnn.training.signals import Interrupted
 
 runner = CliRunner()
 

@@ -20,14 +20,16 @@ from hypothesis import strategies as st
 from test_resume import STEPS, assert_same_state, resume_config
 from typer.testing import CliRunner
 
-import charrnn.checkpoint as checkpoint_module
-from charrnn.checkpoint import atomic_write, load_checkpoint, resolve_checkpoint, save_checkpoint, state_digest
+import charrnn.safe_files as checkpoint_module
 from charrnn.cli import app
 from charrnn.config import save_config
+from charrnn.data.corpus import open_corpus
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import evaluate
-from charrnn.train import open_corpus, train
+from charrnn.run.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, state_digest
+from charrnn.safe_files import atomic_write
 from charrnn.trained import model_from_checkpoint
+from charrnn.training.loop import train
 
 runner = CliRunner()
 

@@ -14,18 +14,18 @@ from conftest import tiny_config
 from test_checkpoint import one_line_error
 from typer.testing import CliRunner
 
-import charrnn.checkpoint as checkpoint_module
-from charrnn.checkpoint import (
+import charrnn.run.checkpoint as checkpoint_module
+from charrnn.cli import app
+from charrnn.errors import UserError
+from charrnn.run.checkpoint import (
     DamagedCheckpoint,
-    RunPaths,
     load_checkpoint,
     load_resume_checkpoint,
     save_checkpoint,
     state_digest,
 )
-from charrnn.cli import app
-from charrnn.errors import UserError
-from charrnn.train import train
+from charrnn.run.folder import RunPaths
+from charrnn.training.loop import train
 
 runner = CliRunner()
 FLIPS, TRUNCATIONS, CLI_CASES = 200, 50, 10

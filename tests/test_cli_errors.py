@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.config import Config, DataConfig, LogConfig, ModelConfig, TrainConfig, load_config
-from charrnn.train import train
+from charrnn.training.loop import train
 
 runner = CliRunner()
 PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -120,7 +120,7 @@ def test_eval_of_a_run_that_recorded_no_cache_uses_the_one_beside_it(tmp_path, t
     raw["data"]["cache"] = None  # as runs made before the cache was recorded
     config.write_text(yaml.safe_dump(raw), encoding="utf-8")
     monkeypatch.chdir(tmp_path / "runs" / "r")
-    from charrnn.checkpoint import load_checkpoint, save_checkpoint
+    from charrnn.run.checkpoint import load_checkpoint, save_checkpoint
 
     for name in ("best.pt", "last.pt"):
         state = load_checkpoint(trained_run / "checkpoints" / name)

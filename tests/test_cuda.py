@@ -9,12 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import app
+from charrnn.data.corpus import open_corpus
 from charrnn.evaluate import evaluate
+from charrnn.run.checkpoint import load_checkpoint
 from charrnn.sampling import SamplingOptions, sample_text
-from charrnn.train import open_corpus, train
 from charrnn.trained import model_from_checkpoint
+from charrnn.training.loop import train
 
 runner = CliRunner()
 

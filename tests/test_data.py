@@ -12,16 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn import data
-from charrnn.data import (
-    ContiguousStreams,
-    RandomWindows,
-    encode_files,
-    id_dtype,
-    iter_text_chunks,
-    load_corpus,
-    read_text,
-)
+from charrnn.data import cache as corpus_cache
+from charrnn.data.batches import ContiguousStreams, RandomWindows
+from charrnn.data.cache import load_corpus
+from charrnn.data.encode import encode_files, id_dtype
+from charrnn.data.text import iter_text_chunks, read_text
 from charrnn.errors import UserError
 from charrnn.vocab import Vocab, codepoints
 
@@ -122,7 +117,7 @@ def test_encoded_corpus_is_memory_mapped_and_cached(tmp_path, monkeypatch):
     path = write(tmp_path / "t.txt", "hello world\n" * 50)
     first = load_corpus(path, tmp_path / "cache")
     assert isinstance(first.ids, np.memmap) and first.ids.dtype == np.uint8
-    monkeypatch.setattr(data, "encode_files", lambda *a, **k: pytest.fail("the cache was not reused"))
+    monkeypatch.setattr(corpus_cache, "encode_files", lambda *a, **k: pytest.fail("the cache was not reused"))
     again = load_corpus(path, tmp_path / "cache")
     assert again.vocab == first.vocab and np.array_equal(again.ids, first.ids)
     same_vocab = load_corpus(path, tmp_path / "cache", vocab=first.vocab)  # resume: reuses the same ids
@@ -159,7 +154,7 @@ def test_progress_reports_bytes_up_to_the_file_size(tmp_path):
     calls = []
     load_corpus(path, tmp_path / "cache", progress=lambda stage, done, total: calls.append((stage, done, total)),
                 chunk_bytes=50)
-    encode = [done for stage, done, _ in calls if stage == "encode"]
+    encode = [done for stage, done, _ in calls if stage == "encode t.txt"]
     size = len(text.encode("utf-8"))
     assert encode == sorted(encode) and encode[-1] == size
     assert all(total == size for _, _, total in calls)
@@ -197,16 +192,16 @@ def test_open_corpus_shows_encoding_progress_on_a_terminal_only(make_config, mon
 
     from rich.console import Console
 
-    from charrnn import corpus as corpus_module
-    from charrnn import tracking, train
+    from charrnn import console
+    from charrnn.training.trainer import encode_corpus
 
-    monkeypatch.setattr(corpus_module, "PROGRESS_MIN_BYTES", 0)  # as if the file were large
+    monkeypatch.setattr(console, "BAR_MIN_BYTES", 0)  # as if the file were large
     cfg = make_config("some text to encode " * 20)
     for terminal in (False, True):
         out = io.StringIO()
-        monkeypatch.setattr(tracking, "stderr_console", lambda out=out, t=terminal: Console(file=out, force_terminal=t))
+        monkeypatch.setattr(console, "stderr_console", lambda out=out, t=terminal: Console(file=out, force_terminal=t))
         cfg.data.cache = str(tmp_path / f"cache-{terminal}")  # a fresh cache: the corpus is encoded each time
-        corpus = train.open_corpus(cfg, quiet=False)
+        corpus = encode_corpus(cfg, None, quiet=False)
         assert ("encode corpus.txt" in out.getvalue()) == terminal
         assert corpus.vocab.decode(corpus.ids) == "some text to encode " * 20
 
@@ -340,7 +335,7 @@ def test_unchanged_folder_is_not_read_again_and_a_changed_or_added_file_is(tmp_p
     folder = tree(tmp_path / "f", {"a.txt": "aa", "b.txt": "bb"})
     first = load_corpus(folder, tmp_path / "cache")
     with monkeypatch.context() as m:
-        m.setattr(data, "encode_files", lambda *a, **k: pytest.fail("an unchanged folder was encoded again"))
+        m.setattr(corpus_cache, "encode_files", lambda *a, **k: pytest.fail("an unchanged folder was encoded again"))
         assert text_of(load_corpus(folder, tmp_path / "cache")) == text_of(first)
     write(folder / "c.txt", "cc")
     assert text_of(load_corpus(folder, tmp_path / "cache")) == "aa\nbb\ncc"
@@ -348,7 +343,7 @@ def test_unchanged_folder_is_not_read_again_and_a_changed_or_added_file_is(tmp_p
     assert text_of(load_corpus(folder, tmp_path / "cache")) == "AA\nbb\ncc"
     encoded = []
     with monkeypatch.context() as m:
-        m.setattr(data, "encode_files", lambda *a, **k: encoded.append(1) or encode_files(*a, **k))
+        m.setattr(corpus_cache, "encode_files", lambda *a, **k: encoded.append(1) or encode_files(*a, **k))
         os.utime(folder / "b.txt")  # touched, not changed: encoded again all the same (the stat is the key)
         assert text_of(load_corpus(folder, tmp_path / "cache")) == "AA\nbb\ncc" and encoded == [1]
 

@@ -17,12 +17,14 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from charrnn import autosize, distributed
-from charrnn.checkpoint import load_checkpoint
 from charrnn.config import config_from_dict
 from charrnn.errors import UserError
-from charrnn.tracking import Stopwatch
-from charrnn.train import Trainer, TrainState, train
+from charrnn.run.checkpoint import load_checkpoint
+from charrnn.training import autosize, distributed
+from charrnn.training.clock import Stopwatch
+from charrnn.training.loop import train
+from charrnn.training.state import TrainState
+from charrnn.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 30

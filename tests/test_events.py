@@ -2,7 +2,7 @@
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from charrnn.train import train
+from charrnn.training.loop import train
 
 
 def test_event_files_hold_falling_train_loss_and_val_metrics(make_config):

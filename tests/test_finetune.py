@@ -12,14 +12,14 @@ import yaml
 from conftest import one_line_error, tiny_config
 from typer.testing import CliRunner
 
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import app
 from charrnn.config import ModelConfig
-from charrnn.data import load_corpus
+from charrnn.data.cache import load_corpus
 from charrnn.evaluate import evaluate
-from charrnn.finetune import extended_vocab, load_source_weights
 from charrnn.model import CharRNN
-from charrnn.train import train
+from charrnn.run.checkpoint import load_checkpoint
+from charrnn.training.finetune import extended_vocab, load_source_weights
+from charrnn.training.loop import train
 from charrnn.vocab import Vocab
 
 runner = CliRunner()

@@ -16,7 +16,6 @@ import yaml
 from conftest import one_line_error
 from typer.testing import CliRunner
 
-from charrnn import autosize
 from charrnn.cli import app
 from charrnn.config import ModelConfig, load_config, read_yaml
 from charrnn.errors import UserError
@@ -25,6 +24,7 @@ from charrnn.memory import device_memory, parameter_count, training_memory
 from charrnn.model import CharRNN
 from charrnn.sampling import SamplingOptions, choose_next, filter_logits, generate, sample_text
 from charrnn.stepper import make_stepper
+from charrnn.training import autosize
 from charrnn.vocab import Vocab
 
 runner = CliRunner()

@@ -21,19 +21,11 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.config import ModelConfig
-from charrnn.inspect import (
-    MAX_LENGTH,
-    PROPERTIES,
-    Recording,
-    page_data,
-    rank_units,
-    record,
-    render_page,
-    saturation,
-    text_properties,
-)
+from charrnn.inspection.page import page_data, render_page
+from charrnn.inspection.recording import MAX_LENGTH, Recording, record
+from charrnn.inspection.units import PROPERTIES, rank_units, saturation, text_properties
 from charrnn.model import CharRNN
-from charrnn.train import train
+from charrnn.training.loop import train
 
 runner = CliRunner()
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]

@@ -10,11 +10,11 @@ import pytest
 from conftest import REPO
 from typer.testing import CliRunner
 
-from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.cli import app
+from charrnn.run.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.sampling import SamplingOptions, sample_text
-from charrnn.train import train
 from charrnn.trained import model_from_checkpoint
+from charrnn.training.loop import train
 
 runner = CliRunner()
 

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from charrnn import novelty as novelty_module
 from charrnn.cli import app
-from charrnn.data import load_corpus
+from charrnn.data.cache import load_corpus
 from charrnn.novelty import NoveltyIndex, novelty, suffix_array
-from charrnn.train import train
+from charrnn.training.loop import train
 from charrnn.vocab import Vocab
 
 # The first 40 lines of names.txt (../shared/data), used where that file is not at hand (a clean CI clone).

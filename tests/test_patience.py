@@ -10,9 +10,9 @@ import pytest
 from conftest import REPO, tiny_config
 from typer.testing import CliRunner
 
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import app
-from charrnn.train import train
+from charrnn.run.checkpoint import load_checkpoint
+from charrnn.training.loop import train
 
 runner = CliRunner()
 
@@ -74,7 +74,7 @@ def test_bad_patience_is_one_line_and_no_run_folder(tmp_path, value):
 
 def test_the_patience_count_is_part_of_the_saved_state():
     """A resumed run goes on counting from where it stopped (a checkpoint carries the count and best step)."""
-    from charrnn.train import TrainState
+    from charrnn.training.state import TrainState
 
     state = TrainState(step=40, best_val=1.5, best_step=25, evals_since_best=2, data={}, rng={})
     again = TrainState.from_dict(state.to_dict())

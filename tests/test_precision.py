@@ -16,16 +16,17 @@ import yaml
 from typer.testing import CliRunner
 
 import charrnn.device as device_module
-from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.cli import app
 from charrnn.config import ModelConfig
+from charrnn.data.corpus import open_corpus
 from charrnn.device import inference_precision, native_cpu_bf16, resolve_precision
 from charrnn.errors import UserError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
+from charrnn.run.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.sampling import SamplingOptions, sample_text
-from charrnn.train import open_corpus, train
 from charrnn.trained import model_from_checkpoint
+from charrnn.training.loop import train
 
 CPU = torch.device("cpu")
 TEXT = "hello world, hello charrnn. " * 8

@@ -28,11 +28,12 @@ from conftest import REPO, tiny_config
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
 
-import charrnn.train as train_module
-from charrnn.checkpoint import load_checkpoint
+import charrnn.training.trainer as train_module
 from charrnn.errors import TrainingFailed
+from charrnn.run.checkpoint import load_checkpoint
 from charrnn.tracking import Tracker
-from charrnn.train import Interrupted, train
+from charrnn.training.loop import train
+from charrnn.training.signals import Interrupted
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. " * 3
 STEPS = 24

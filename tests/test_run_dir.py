@@ -10,11 +10,12 @@ import pytest
 from conftest import one_line_error
 from typer.testing import CliRunner
 
-from charrnn.checkpoint import MARKER, is_run_dir, load_checkpoint, prepare_run_dir
 from charrnn.cli import app
 from charrnn.config import save_config
 from charrnn.errors import UserError
-from charrnn.train import train
+from charrnn.run.checkpoint import load_checkpoint
+from charrnn.run.folder import MARKER, is_run_dir, prepare_run_dir
+from charrnn.training.loop import train
 
 runner = CliRunner()
 
@@ -131,7 +132,7 @@ def test_a_folder_it_may_not_use_is_refused_before_the_corpus_is_encoded_or_the_
         make_config, tmp_path, project, monkeypatch):
     """The refusal used to come after encoding the corpus and probing the width: seconds to minutes of work
     before a one-line answer that needed none of it."""
-    from charrnn import autosize
+    from charrnn.training import autosize
 
     def no_probe(*args, **kwargs):
         raise AssertionError("the width was probed before the run folder was checked")

@@ -19,11 +19,13 @@ from test_resume import STEPS, TEXT, resume_config, train_until_killed
 from typer.testing import CliRunner
 
 import charrnn.device as device_module
-from charrnn import distributed, runstatus
 from charrnn.cli import app
 from charrnn.errors import TrainingFailed, UserError
+from charrnn.run import status as run_status
 from charrnn.tracking import Tracker
-from charrnn.train import Interrupted, train
+from charrnn.training import distributed
+from charrnn.training.loop import train
+from charrnn.training.signals import Interrupted
 
 
 def hparams_status(run_dir: Path) -> str:
@@ -50,7 +52,7 @@ def test_a_finished_run(tmp_path):
     run = train(status_config(tmp_path), quiet=True).run_dir
     assert info_status(run) == "finished (max_steps) at step 12"
     assert hparams_status(run) == "STATUS_SUCCESS"
-    assert runstatus.read(run)["status"] == "finished"
+    assert run_status.read(run)["status"] == "finished"
 
 
 def test_an_interrupted_run_then_resumed_to_the_end(tmp_path):
@@ -103,8 +105,8 @@ def test_a_killed_run(tmp_path):
 def test_a_live_run_says_running(tmp_path):
     run = tmp_path / "live"
     run.mkdir()
-    runstatus.write(run, "running", 3)
-    assert runstatus.describe(run) == f"running (pid {os.getpid()})"
+    run_status.write(run, "running", 3)
+    assert run_status.describe(run) == f"running (pid {os.getpid()})"
 
 
 def _event_scalars(run_dir: Path) -> list[tuple[int, float]]:
@@ -178,7 +180,7 @@ def test_no_note_where_bf16_is_native_or_not_asked(tmp_path, monkeypatch, capsys
 
 
 def test_dropout_masks_differ_by_rank_seed():
-    from charrnn.train import _rank_seed
+    from charrnn.training.trainer import _rank_seed
 
     seeds = {_rank_seed(0, rank) for rank in range(1, 64)} | {0}
     assert len(seeds) == 64

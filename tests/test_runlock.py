@@ -17,12 +17,13 @@ from test_checkpoint import one_line_error
 from test_resume import TEXT, assert_same_state, train_until_killed
 from typer.testing import CliRunner
 
-from charrnn.checkpoint import MARKER, load_checkpoint, prepare_run_dir
 from charrnn.cli import app
 from charrnn.config import save_config
 from charrnn.errors import UserError
-from charrnn.runlock import LOCK_NAME, Holder, hold_run_folder, lock_holder
-from charrnn.train import train
+from charrnn.run.checkpoint import load_checkpoint
+from charrnn.run.folder import MARKER, prepare_run_dir
+from charrnn.run.lock import LOCK_NAME, Holder, hold_run_folder, lock_holder
+from charrnn.training.loop import train
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 runner = CliRunner()

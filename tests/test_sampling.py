@@ -22,7 +22,7 @@ from charrnn.sampling import (
     generate,
     sample_text,
 )
-from charrnn.train import train
+from charrnn.training.loop import train
 from charrnn.vocab import Vocab
 
 runner = CliRunner()
@@ -322,7 +322,7 @@ def test_a_stop_string_straddling_prime_and_sample_ends_the_sample_after_the_pri
     first = full[2]
     res = runner.invoke(app, [*args, "--prime", "to", "--stop", "o" + first])
     assert res.exit_code == 0 and res.stdout == "to\n"
-    from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
+    from charrnn.run.checkpoint import load_checkpoint, resolve_checkpoint
     from charrnn.trained import model_from_checkpoint
 
     model, vocab, _ = model_from_checkpoint(load_checkpoint(resolve_checkpoint(trained_run)))

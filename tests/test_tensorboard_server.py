@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from charrnn.tracking import visible_char
-from charrnn.train import train
+from charrnn.training.loop import train
+from charrnn.vocab import visible_char
 
 TEXT = "hello world\nhi there\n" * 4
 SCALARS = {"train/loss", "train/lr", "train/grad_norm", "train/chars_per_sec",

@@ -14,7 +14,7 @@ from conftest import tiny_config
 from typer.testing import CliRunner
 
 from charrnn.cli import app
-from charrnn.train import train
+from charrnn.training.loop import train
 
 TEXT = "hello world\nhi there\n"
 BAR_LINE = re.compile(r"^train\s+━")  # the Tracker's bar: "train ━━━━━━━━ 100% 20/20 loss ..."

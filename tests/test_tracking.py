@@ -12,11 +12,11 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.projector import projector_config_pb2
 from typer.testing import CliRunner
 
-from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import app
-from charrnn.tracking import visible_char
-from charrnn.train import train
+from charrnn.run.checkpoint import load_checkpoint
 from charrnn.trained import model_from_checkpoint
+from charrnn.training.loop import train
+from charrnn.vocab import visible_char
 
 TEXT = "hello world\nhi there\n"  # a vocabulary with a newline and a space
 

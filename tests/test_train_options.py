@@ -9,8 +9,9 @@ import math
 
 import pytest
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.train import lr_factor, total_steps_for, train
+from charrnn.run.checkpoint import load_checkpoint
+from charrnn.training.loop import train
+from charrnn.training.optimizer import lr_factor, total_steps_for
 
 TEXT = "hello world, hello charrnn. " * 4  # 112 characters
 

@@ -12,8 +12,8 @@ import socket
 import time
 from pathlib import Path
 
-from charrnn.checkpoint import atomic_write
-from charrnn.runlock import process_alive
+from charrnn.run.lock import process_alive
+from charrnn.safe_files import atomic_write
 
 FILENAME = "status.json"
 

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from charrnn.config import Config, is_auto
-from charrnn.data import make_batcher
-from charrnn.distributed import DistContext
+from charrnn.data.batches import make_batcher
 from charrnn.model import CharRNN, detach_hidden
+from charrnn.training.distributed import DistContext
 
 # Widths tried, narrowest first; probing stops at the first that falls short of the target (a wider one is
 # never faster), so a CPU probes a handful and a GPU goes on to the wide ones.
@@ -133,7 +133,7 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
     """Time real training steps (forward, backward, clipping, optimizer step) of each candidate width on the
     run's batches, narrowest first, until a width falls short of the target or PROBE_SHARE of `seconds` is
     spent (after the first step). RNG states are restored, so the run trains as if no probe had happened."""
-    from charrnn.train import build_optimizer  # the run's own optimizer; train imports this module
+    from charrnn.training.optimizer import build_optimizer  # the run's own optimizer; train imports this module
 
     dist = dist or DistContext()
     candidates = sorted(CANDIDATE_WIDTHS if candidates is None else candidates)
@@ -192,7 +192,7 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
 
 def _train_step(model, optimizer, scaler, batcher, hidden, cfg: Config, device, precision, vocab_size):
     """One step as the training loop takes it; returns the hidden state to carry (stateful batching)."""
-    from charrnn.train import backward_pass  # train imports this module
+    from charrnn.training.step import backward_pass  # train imports this module
 
     if batcher.stateful and batcher.starts_new_epoch:
         hidden = None

@@ -1,164 +1,41 @@
-"""The training loop: `train(config)` is the whole of `charrnn train`, callable from a notebook or a test.
-
-A run's mutable progress lives in one `TrainState` (step, best val, carried hidden state, data position, RNG,
-timing, eval window), the very object a checkpoint saves and resume restores. A `Trainer` holds what is fixed
-for the session (config, data, model, optimizer, tracker) and does the named parts of the loop: `train_step`,
-`evaluate`, `save_last`, `stop_reason`. `train()` below reads top to bottom; the parts follow it.
-"""
+"""One training session over a run folder: set-up, the parts of the loop, teardown."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import signal
-import threading
-import time
+import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from charrnn import autosize, distributed, finetune, runstatus
-from charrnn.checkpoint import (
-    RunPaths,
-    atomic_write,
-    check_run_dir,
-    clear_run_dir,
-    load_resume_checkpoint,
-    prepare_run_dir,
-    save_checkpoint,
-)
-from charrnn.config import Config, apply_overrides, config_from_dict, config_yaml, read_yaml
-from charrnn.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
-from charrnn.data import make_batcher
-from charrnn.device import autocast, emulated_bf16_note, resolve_device, resolve_precision
+from charrnn.config import Config, config_yaml
+from charrnn.console import FileProgress
+from charrnn.data.batches import make_batcher
+from charrnn.data.cache import EncodedCorpus
+from charrnn.data.corpus import open_corpus, resolve_data_paths, skipped_note
+from charrnn.device import emulated_bf16_note, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
-from charrnn.evaluate import Metrics, evaluate
+from charrnn.evaluate import evaluate
 from charrnn.memory import check_training_fits
-from charrnn.model import CharRNN, Hidden, detach_hidden, select_hidden
-from charrnn.runlock import hold_run_folder
+from charrnn.model import CharRNN, detach_hidden, select_hidden
+from charrnn.run import status as run_status
+from charrnn.run.checkpoint import save_checkpoint
+from charrnn.run.folder import RunPaths, check_run_dir, clear_run_dir, prepare_run_dir
+from charrnn.safe_files import atomic_write
 from charrnn.sampling import SamplingOptions, sample_text
-from charrnn.tracking import Stopwatch, Tracker
+from charrnn.tracking import Tracker
+from charrnn.training import autosize, distributed, finetune
+from charrnn.training.clock import Stopwatch
+from charrnn.training.optimizer import build_optimizer, lr_factor, total_steps_for
+from charrnn.training.resume import _restore, _resume_checkpoint
+from charrnn.training.signals import Interrupted, _stop_on_signals
+from charrnn.training.state import RunResult, StepOutcome, TrainState, _rng_state
+from charrnn.training.step import backward_pass
 from charrnn.vocab import Vocab
 
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    step: int
-    elapsed_s: float
-    chars_per_sec: float
-    val: Metrics | None
-    best_val_loss: float
-    stopped_by: str  # "max_steps" | "max_epochs" | "time_budget"
-    is_main: bool = True  # False in the other processes of a torchrun job (they write nothing)
-
-
-class Interrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint."""
-
-    def __init__(self, signum: int, step: int, run_dir: Path):
-        self.signum, self.step, self.run_dir = signum, step, run_dir
-        super().__init__(f"interrupted at step {step}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-
-def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
-          quiet: bool = False, device: str | None = None) -> RunResult:
-    """Train a model as the config says, writing checkpoints, metrics and TensorBoard logs into the run folder.
-
-    With resume=True the run folder's own config and last.pt are used (cfg only supplies overrides such
-    as a longer max_steps) and the run continues exactly where it stopped.
-    """
-    root = Path(run_dir) if run_dir is not None else Path(cfg.log.dir) / cfg.name
-    # One writer per run folder: a second trainer is refused before anything in the folder is touched.
-    with hold_run_folder(root, create=not resume, enabled=distributed.context().is_main):
-        return _train(cfg, root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
-
-
-def _train(cfg: Config, root: Path, *, resume: bool, overwrite: bool, quiet: bool, device: str | None) -> RunResult:
-    trainer = Trainer.setup(cfg, root=root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
-    t, state = trainer.cfg.train, trainer.state
-    with trainer.session() as signals:
-        if state.step == 0 and trainer.cfg.init_from:
-            trainer.evaluate()  # fine-tuning: the source model on the new text, where the run starts from
-        stopped_by = trainer.stop_reason(time_up=trainer.agreed_out_of_time())
-        while stopped_by is None:
-            out = trainer.train_step(signalled=bool(signals))  # one update; the ranks agree on every flag
-            stopped_by = trainer.stop_reason(out.time_up)
-            stop_now = out.signalled or (trainer.dist.world_size == 1 and bool(signals))  # alone, a late one too
-            checkpoint_due = state.step % t.checkpoint_every == 0 or stopped_by or stop_now
-            eval_due = state.step % t.eval_every == 0 or stopped_by
-            if checkpoint_due or eval_due:
-                trainer.sync_ranks()  # a collective, so only at steps that are the same on every rank
-            if eval_due:
-                stopped_by = trainer.evaluate(stopped_by)  # or "early_stop", when train.patience runs out
-                checkpoint_due = checkpoint_due or stopped_by
-            if trainer.sample_due():
-                trainer.log_sample()
-            if checkpoint_due:
-                trainer.save_last()
-            if stop_now:
-                raise Interrupted(signals[0] if signals else signal.SIGTERM, state.step, trainer.paths.root)
-        trainer.finish(stopped_by)
-    return trainer.result(stopped_by)
-
-
-# -- the state a checkpoint carries -----------------------------------------------------------------------
-
-@dataclass
-class TrainState:
-    """Everything about a run that changes as it trains: saved whole in each checkpoint, restored whole."""
-
-    step: int = 0
-    best_val: float = math.inf
-    best_step: int = -1  # the step best.pt holds
-    evals_since_best: int = 0  # evaluations without a better val loss (train.patience)
-    elapsed: float = 0.0  # training seconds of the sessions before this one
-    hidden: Hidden | None = None  # the global batch's carried hidden state (stateful batching), as last synced
-    data: dict = field(default_factory=dict)  # the batcher's position
-    rng: dict = field(default_factory=dict)  # this process's torch (and CUDA) generator states
-    rank_rngs: list | None = None  # every rank's generator states under torchrun (dropout masks differ per rank)
-    window_loss: float = 0.0  # train losses since the last evaluation, for its metrics line
-    window_steps: int = 0
-    val: Metrics | None = None  # the last evaluation, and the step it scored
-    val_step: int = -1
-
-    def to_dict(self) -> dict:
-        return {
-            "step": self.step, "best_val": self.best_val, "best_step": self.best_step,
-            "evals_since_best": self.evals_since_best, "elapsed": self.elapsed, "hidden": self.hidden,
-            "data": self.data, "rng": self.rng, "rank_rngs": self.rank_rngs,
-            "window": (self.window_loss, self.window_steps),
-            "val": self.val.to_dict() if self.val else None, "val_step": self.val_step,
-        }
-
-    @classmethod
-    def from_dict(cls, saved: dict) -> TrainState:
-        window_loss, window_steps = saved.get("window", (0.0, 0))
-        return cls(step=int(saved["step"]), best_val=float(saved["best_val"]), elapsed=float(saved["elapsed"]),
-                   best_step=int(saved.get("best_step", -1)), evals_since_best=int(saved.get("evals_since_best", 0)),
-                   hidden=saved.get("hidden"), data=saved["data"], rng=saved["rng"],
-                   rank_rngs=saved.get("rank_rngs"), window_loss=float(window_loss), window_steps=int(window_steps),
-                   val=Metrics(**saved["val"]) if saved.get("val") else None, val_step=int(saved.get("val_step", -1)))
-
-
-@dataclass
-class StepOutcome:
-    loss: float  # the global batch's mean loss
-    grad_norm: float
-    lr: float
-    signalled: bool  # some rank caught SIGINT/SIGTERM
-    time_up: bool  # some rank ran out of the time budget
-
-
-# -- the session: setup, parts of the loop, teardown --------------------------------------------------------
 
 class Trainer:
     """One training session over a run folder: what is fixed while it runs, and the state it advances."""
@@ -214,11 +91,11 @@ class Trainer:
             cfg = finetune.with_source_model(cfg, source_path, source)
         vocab = Vocab(saved["vocab"]) if saved else None
         # One process per node encodes the corpus into the cache; the others then map the same id file.
-        corpus = dist.node_first(lambda: open_corpus(cfg, vocab, quiet=quiet or not dist.is_main))
+        corpus = dist.node_first(lambda: encode_corpus(cfg, vocab, quiet=quiet or not dist.is_main))
         if source is not None:
             vocab = finetune.extended_vocab(Vocab(source["vocab"]), corpus.vocab)
             if vocab != corpus.vocab:
-                corpus = dist.node_first(lambda: open_corpus(cfg, vocab))
+                corpus = dist.node_first(lambda: encode_corpus(cfg, vocab, quiet=True))
         splits = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)
         # model.hidden_size: auto and friends: probe this machine now; the probe's seconds count inside the budget.
         step_limit = total_steps_for(cfg, len(splits["train"]))
@@ -261,7 +138,7 @@ class Trainer:
                 _write_atomically(paths.vocab, self.vocab.to_json())
                 if self.state.step:
                     _truncate_metrics(paths.metrics, self.state.step)
-                runstatus.write(paths.root, "running", self.state.step)
+                run_status.write(paths.root, "running", self.state.step)
             self.tracker = self._open_tracker(resumed=bool(self.state.step))
             with _stop_on_signals(repeat_grace_s=1.0 if dist.world_size > 1 else 0.0) as caught:
                 self.forward.train()
@@ -463,7 +340,7 @@ class Trainer:
             return
         # TensorBoard has no "stopped" status: an interrupted session shows as unknown, a failed one as failure.
         with contextlib.suppress(OSError):  # a full disk must not hide the error that ended the run
-            runstatus.write(self.paths.root, status, step, detail)
+            run_status.write(self.paths.root, status, step, detail)
             if self.tracker is not None:
                 self.tracker.session_status({"finished": "success", "interrupted": "unknown"}.get(status, "failure"))
 
@@ -478,137 +355,9 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def backward_pass(forward, model: CharRNN, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                  inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None, *, precision: str,
-                  grad_clip: float) -> tuple[torch.Tensor, float, Hidden]:
-    """The part of a training step that the loop and the width probe (autosize) share: forward under autocast,
-    loss, backward (scaled for fp16), unscale and clip. Returns (loss, gradient norm, hidden state after it)."""
-    with autocast(inputs.device, precision):
-        logits, new_hidden = forward(inputs, hidden)  # (B, T, V)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    max_norm = grad_clip if grad_clip > 0 else float("inf")
-    return loss, float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)), new_hidden
-
-
-# -- setup helpers -----------------------------------------------------------------------------------------
-
-def _resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
-    """The config to resume with (an auto keeps what the run chose) and last.pt, checked against each other."""
-    paths = check_run_dir(root, resume=True)  # last.pt exists and the folder can be written
-    saved = load_resume_checkpoint(paths)  # a damaged last.pt: the error names an intact checkpoint
-    cfg = autosize.keep_resolved(cfg, saved["config"])
-    _check_resumable(saved["config"], cfg)
-    return cfg, saved
-
-
-def _restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch.device,
-             dist: distributed.DistContext, root: Path) -> TrainState:
-    """Put a checkpoint's weights, optimizer, data position and RNG back; return its TrainState."""
-    try:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = TrainState.from_dict(saved)
-        batcher.load_state_dict(state.data)
-        rngs = state.rank_rngs
-        if rngs is not None and len(rngs) == dist.world_size:
-            _set_rng_state(rngs[dist.rank], dev)
-        elif dist.rank == 0:
-            _set_rng_state(state.rng, dev)
-        if saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise UserError(f"cannot resume from {RunPaths(root).last}: it does not fit this run "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); start a new run") from None
-    return state
-
-
 def _rank_seed(seed: int, rank: int) -> int:
     """A seed of its own for each rank other than 0 (rank 0 keeps the run's stream, as a single process)."""
     return (seed * 1_000_003 + rank * 7_919) % (2**63)
-
-
-def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    t = cfg.train
-    params = list(model.parameters())
-    if t.optimizer in ("adamw", "adam"):
-        # The fused kernel updates every parameter in one pass (CPU and CUDA): for small models the optimizer
-        # step is a visible share of the step time.
-        cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        fused = params[0].device.type in ("cpu", "cuda")
-        return cls(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
-    if t.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
-
-
-def lr_factor(cfg: Config, step: int, progress: float) -> float:
-    """Multiplier of the base LR at a step; progress in [0, 1] is the fraction of the run done
-    (by steps, or by time under a time budget), so the schedule stretches over either."""
-    t = cfg.train
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    progress = min(max(progress, 0.0), 1.0)
-    if t.lr_schedule == "cosine":
-        return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    if t.lr_schedule == "step":
-        return t.lr_step_gamma ** math.floor(progress / t.lr_step_every)
-    return 1.0
-
-
-def total_steps_for(cfg: Config, train_chars: int) -> int | None:
-    """The step limit implied by max_steps and max_epochs (the smaller); None under a pure time budget."""
-    limits = []
-    if cfg.train.max_steps is not None:
-        limits.append(cfg.train.max_steps)
-    if cfg.train.max_epochs is not None:
-        per_step = cfg.train.batch_size * cfg.train.seq_length
-        limits.append(max(1, math.ceil(cfg.train.max_epochs * train_chars / per_step)))
-    return min(limits) if limits else None
-
-
-@contextmanager
-def _stop_on_signals(repeat_grace_s: float = 0.0):
-    """Turn SIGINT/SIGTERM into a flag checked at step boundaries (main thread only); a second signal, say
-    during a long evaluation, stops at once (atomic writes keep last.pt whole, the CLI exits 130)."""
-    caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-    previous = {}
-    first_at: list[float] = []
-
-    def handler(signum, _frame):
-        # torchrun forwards the terminal's Ctrl-C to workers that already got it from the terminal: there a
-        # repeat within a second is that same Ctrl-C, and must not cut short the checkpoint the ranks agreed on.
-        if caught and time.monotonic() - first_at[0] >= repeat_grace_s:
-            raise KeyboardInterrupt
-        if not caught:
-            first_at.append(time.monotonic())
-            caught.append(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield caught
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _hidden_to(hidden, device):
@@ -617,60 +366,6 @@ def _hidden_to(hidden, device):
     if isinstance(hidden, tuple | list):
         return tuple(h.to(device) for h in hidden)
     return hidden.to(device)
-
-
-# Settings that fix the model's shape, the optimizer's state or the order of the data: a resumed run keeps them.
-_FIXED_ON_RESUME = ("model.*", "data.val_fraction", "data.test_fraction", "train.batching", "train.batch_size",
-                    "train.seq_length", "train.optimizer")
-
-
-def _check_resumable(saved: dict, cfg: Config) -> None:
-    """Refuse, before anything is written, a resume whose config changes a setting the checkpoint depends on."""
-    now = cfg.to_dict()
-    for key in _FIXED_ON_RESUME:
-        section, name = key.split(".")
-        before = saved.get(section) if isinstance(saved, dict) else None
-        if not isinstance(before, dict):
-            continue
-        for n in now[section] if name == "*" else [name]:
-            if n in before and before[n] != now[section][n]:
-                raise UserError(f"cannot resume with {section}.{n}={now[section][n]!r}: the run was trained with "
-                                f"{before[n]!r}, and its checkpoint depends on it; keep it, or start a new run")
-
-
-def training_config(config: str | Path | None, overrides: list[str], *, data: str | Path | list | None = None,
-                    name: str | None = None, run_dir: str | Path | None = None, resume: bool = False,
-                    init_from: str | Path | None = None) -> tuple[Config, Path | None]:
-    """The config and run folder a `charrnn train` invocation means: the YAML file plus --data/--name/--set,
-    or, on --resume, the run folder's own config.yaml plus the same overrides (e.g. a longer max_steps).
-    With init_from (fine-tuning) the model section is the source's; a config that sets another is refused."""
-    overrides = list(overrides)
-    if init_from is not None:
-        if resume:
-            raise UserError("--init-from starts a new run from another run's weights; --resume continues this "
-                            "run: pass one of them")
-        overrides.append(f"init_from={json.dumps(str(init_from))}")
-    if name is not None:
-        overrides.append(f"name={json.dumps(name)}")
-    if data is not None:  # a file or folder, or several
-        paths = [str(d) for d in data] if isinstance(data, list | tuple) else str(data)
-        overrides.append(f"data.path={json.dumps(paths)}")
-    if config is None and not (resume and (run_dir or name)):
-        raise UserError("pass --config FILE (e.g. --config configs/ihello.yaml), or --resume with --run-dir")
-    base = read_yaml(config) if config is not None else {}
-    if resume:
-        if run_dir is None:
-            named = config_from_dict(apply_overrides(base, overrides))
-            run_dir = Path(named.log.dir) / named.name
-        saved = RunPaths(Path(run_dir)).config
-        if not saved.is_file():
-            raise UserError(f"cannot resume: {saved} does not exist; train without --resume first")
-        base = read_yaml(saved)
-    raw = apply_overrides(base, overrides)
-    if raw.get("init_from") and not resume:
-        raw = finetune.take_source_model(raw)
-    cfg = config_from_dict(raw)
-    return resolve_data_paths(cfg), Path(run_dir) if run_dir is not None else None
 
 
 def _rank_rows(hidden, dist: distributed.DistContext):
@@ -726,3 +421,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def _write_atomically(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
+
+def encode_corpus(cfg: Config, vocab: Vocab | None, quiet: bool) -> EncodedCorpus:
+    """The config's corpus, with a progress bar while a large one is encoded and a note on the files of a folder
+    skipped as not UTF-8 text (unless quiet)."""
+    with FileProgress(enabled=not quiet) as progress:
+        corpus = open_corpus(cfg, vocab, progress=progress)
+    if corpus.skipped and not quiet:
+        print(skipped_note(corpus.skipped), file=sys.stderr, flush=True)
+    return corpus

@@ -8,16 +8,16 @@ corpus the same way.
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 from charrnn.config import Config
-from charrnn.data import EncodedCorpus, check_corpus_path, list_corpus_files, load_corpus
+from charrnn.data.cache import EncodedCorpus, load_corpus
+from charrnn.data.encode import Progress
+from charrnn.data.files import list_corpus_files
+from charrnn.data.text import check_corpus_path
 from charrnn.errors import UserError
-from charrnn.tracking import FileProgress
 from charrnn.vocab import Vocab
 
-PROGRESS_MIN_BYTES = 4 << 20  # smaller corpora encode in well under a second: no progress bar
 _NAMES_IN_NOTE = 5
 
 
@@ -65,22 +65,15 @@ def run_folder(run: Path) -> Path:
     return run.parent.parent if run.parent.name == "checkpoints" else run.parent
 
 
-def open_corpus(cfg: Config, vocab: Vocab | None = None, quiet: bool = True,
+def open_corpus(cfg: Config, vocab: Vocab | None = None, *, progress: Progress | None = None,
                 cache_dir: Path | None = None) -> EncodedCorpus:
-    """The config's corpus, encoded (once, cached) and memory-mapped. Unless quiet, encoding a large corpus
-    shows a progress bar on stderr (when it is a terminal) and files of a folder that were skipped as not
-    UTF-8 text are counted in one note."""
+    """The config's corpus, encoded (once, cached) and memory-mapped; progress(what, bytes_done, bytes_total) is
+    called as it is encoded. Files of a folder skipped as not UTF-8 text are in corpus.skipped (see skipped_note)."""
     paths = data_paths(cfg)
     if not paths:
         raise UserError("no training text: set data.path in the config or pass --data FILE")
     files = list_corpus_files(paths, cfg.data.include, cfg.data.exclude)
-    show = not quiet and sum(files.sizes) >= PROGRESS_MIN_BYTES
-    with FileProgress(files.label, enabled=show) as progress:
-        corpus = load_corpus(files, cache_dir or default_cache_dir(cfg), vocab, progress,
-                             separator=cfg.data.separator)
-    if corpus.skipped and not quiet:
-        print(skipped_note(corpus.skipped), file=sys.stderr, flush=True)
-    return corpus
+    return load_corpus(files, cache_dir or default_cache_dir(cfg), vocab, progress, separator=cfg.data.separator)
 
 
 def skipped_note(skipped: list[str]) -> str:

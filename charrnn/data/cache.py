@@ -1,0 +1,144 @@
+"""The encoded-corpus cache: a corpus is encoded once into <cache>/<label>.<key>/ (ids.bin + meta.json),
+reused while its files are unchanged, and memory-mapped, so a corpus larger than RAM works."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.data.encode import Progress, encode_files, id_dtype
+from charrnn.data.files import CorpusFiles, list_corpus_files
+from charrnn.data.text import CHUNK_BYTES
+from charrnn.errors import UserError
+from charrnn.safe_files import atomic_write
+from charrnn.vocab import Vocab
+
+_CACHE_FORMAT = 3
+
+
+@dataclass
+class EncodedCorpus:
+    """A corpus encoded to ids (memory-mapped) with the vocabulary that encodes it."""
+
+    ids: np.ndarray
+    vocab: Vocab
+    entry: Path  # the cache folder that holds the id file (other indexes of the corpus go beside it)
+    files: int = 1
+    skipped: list[str] = field(default_factory=list)  # files of a folder left out: not UTF-8 text
+
+    def splits(self, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+        """train | val | test, in file order; with test_fraction 0 val is the last fraction of the file."""
+        n = len(self.ids)
+        n_val = int(round(n * val_fraction))
+        n_test = int(round(n * test_fraction))
+        n_train = n - n_val - n_test
+        return {
+            "train": self.ids[:n_train],
+            "val": self.ids[n_train : n_train + n_val],
+            "test": self.ids[n_train + n_val :],
+        }
+
+
+def _cache_key(files: CorpusFiles, separator: str, vocab: Vocab | None) -> str:
+    """What identifies the encoded text: each file's path and stat stamp (see _stamp), the separator, and the
+    vocabulary it was encoded with (if one was given)."""
+    h = hashlib.sha256(f"{_CACHE_FORMAT}|{separator!r}".encode())
+    for path, stamp in zip(files.paths, files.stamps, strict=True):
+        h.update(f"|{path}|{stamp}".encode())
+    if vocab is not None:
+        h.update(vocab.to_json().encode())
+    return h.hexdigest()[:16]
+
+
+def _open_cached(entry: Path) -> EncodedCorpus | None:
+    """The corpus encoded in a cache entry, or None when there is none (or it is damaged)."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        vocab = Vocab(meta["chars"])
+        return EncodedCorpus(_open_ids(entry / "ids.bin", vocab, meta["length"]), vocab, entry,
+                             int(meta.get("files", 1)), list(meta.get("skipped", [])))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_corpus(paths: str | Path | Sequence[str | Path] | CorpusFiles, cache_dir: str | Path,
+                vocab: Vocab | None = None, progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES, *,
+                include: str | Sequence[str] | None = None, exclude: str | Sequence[str] | None = None,
+                separator: str = "\n") -> EncodedCorpus:
+    """Encode a corpus (a text file, a folder, several, or their listing) once into cache_dir, reused while
+    its files are unchanged, and memory-map it. Documents are joined with separator.
+
+    With vocab None the vocabulary is built from the text; otherwise the text is encoded with it (reusing
+    the corpus's own encoding when its vocabulary is the same, as on resume).
+    progress(stage, bytes_done, bytes_total) is called as chunks are processed.
+    """
+    files = paths if isinstance(paths, CorpusFiles) else list_corpus_files(paths, include, exclude)
+    if progress is not None:  # the bar names the corpus: "encode tinyshakespeare.txt"
+        progress = functools.partial(_labelled, progress, files.label)
+    separator = separator if len(files) > 1 else ""
+    own_entry = Path(cache_dir) / f"{files.label}.{_cache_key(files, separator, None)}"
+    cached = _open_cached(own_entry)
+    if cached is not None and (vocab is None or cached.vocab == vocab):
+        return cached
+    entry = own_entry if vocab is None else Path(cache_dir) / f"{files.label}.{_cache_key(files, separator, vocab)}"
+    if vocab is not None and (cached := _open_cached(entry)) is not None:
+        return cached
+    created = _missing_folders(entry)
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+        vocab, length, skipped = encode_files(files, entry / "ids.bin", vocab, separator, progress, chunk_bytes)
+        if length == 0:
+            (entry / "ids.bin").unlink()
+            what = "" if len(files) == 1 else f" (its {len(files) - len(skipped)} UTF-8 files)"
+            raise UserError(f"the corpus {files.names[0] if len(files) == 1 else files.label}{what} holds no text"
+                            + (f"; skipped {len(skipped)} files that are not UTF-8 text" if skipped else ""))
+        meta = {"chars": vocab.chars, "length": length, "source": [str(p) for p in files.paths[:1]],
+                "files": len(files) - len(skipped), "skipped": skipped}
+        atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta).encode("utf-8")))
+    except OSError as exc:
+        _remove_empty(entry, created)
+        raise UserError(f"cannot write the encoded corpus cache in {entry}: {exc.strerror}; "
+                        "set data.cache to a writable folder") from None
+    except BaseException:
+        _remove_empty(entry, created)
+        raise
+    return EncodedCorpus(_open_ids(entry / "ids.bin", vocab, length), vocab, entry, len(files) - len(skipped),
+                         skipped)
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """path and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(entry: Path, created: list[Path]) -> None:
+    """After a failed encode: take back the cache folders it made (only while empty: another process may be
+    writing into the same cache)."""
+    for folder in [entry] if entry not in created else created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _open_ids(path: Path, vocab: Vocab, length: int) -> np.ndarray:
+    dtype = id_dtype(len(vocab))
+    if path.stat().st_size != length * dtype.itemsize:
+        raise ValueError("id file size does not match its metadata")
+    if length == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(length,))
+
+
+def _labelled(progress: Progress, label: str, stage: str, done: int, total: int) -> None:
+    progress(f"{stage} {label}", done, total)

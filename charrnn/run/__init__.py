@@ -1,0 +1,1 @@
+"""The run folder: its layout and marker, checkpoint files, the one-writer lock and the run's status."""

@@ -1,0 +1,197 @@
+"""Run folders: where a run's files live (RunPaths), whether a folder is charrnn's (its marker), and the
+checks and writes that create, reuse or clear one."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from charrnn.errors import UserError
+from charrnn.run.lock import LOCK_NAME
+from charrnn.safe_files import atomic_write
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where everything of one run lives."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def vocab(self) -> Path:
+        return self.root / "vocab.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def has_checkpoint(self) -> bool:
+        return self.last.is_file()
+
+
+MARKER = ".charrnn-run"  # written into every run folder charrnn creates: {"tool": "charrnn", "version": ...}
+
+
+# What charrnn writes into a run folder: a folder from before the marker is recognised by these names alone.
+_LEGACY_REQUIRED = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl")
+
+
+# (and TensorBoard projector folders, named by step)
+_RUN_ENTRIES = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl", "events.out.tfevents.*",
+                "projector_config.pbtxt", ".*.tmp-*", "status.json", LOCK_NAME, MARKER)
+
+
+_CHECKPOINT_ENTRIES = ("*.pt", ".*.tmp-*")
+
+
+def _marked(root: Path) -> bool:
+    try:
+        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("tool") == "charrnn"
+
+
+def _foreign_entries(root: Path) -> list[str]:
+    """Entries of a run folder that charrnn does not write (relative names)."""
+    foreign = [p.name for p in root.iterdir()
+               if not (any(fnmatch.fnmatchcase(p.name, pat) for pat in _RUN_ENTRIES) or p.name.isdigit())]
+    checkpoints = root / "checkpoints"
+    if checkpoints.is_dir() and not checkpoints.is_symlink():
+        foreign += [f"checkpoints/{p.name}" for p in checkpoints.iterdir()
+                    if not any(fnmatch.fnmatchcase(p.name, pat) for pat in _CHECKPOINT_ENTRIES)]
+    elif checkpoints.exists():
+        foreign.append("checkpoints")
+    return sorted(foreign)
+
+
+def is_run_dir(root: str | Path) -> bool:
+    """Whether charrnn made this folder: it holds charrnn's marker file, or (a run from before the marker)
+    config.yaml, vocab.json, checkpoints/ and metrics.jsonl and nothing that charrnn does not write."""
+    root = Path(root)
+    if not root.is_dir():
+        return False
+    if _marked(root):
+        return True
+    return all((root / name).exists() for name in _LEGACY_REQUIRED) and not _foreign_entries(root)
+
+
+def mark_run_dir(root: str | Path) -> None:
+    """Write the marker that makes a folder recognisable as a charrnn run (and so replaceable by --overwrite)."""
+    from charrnn import __version__
+
+    text = json.dumps({"tool": "charrnn", "version": __version__}) + "\n"
+    atomic_write(Path(root) / MARKER, lambda f: f.write(text.encode("utf-8")))
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
+    """Every refusal of prepare_run_dir, with nothing written: training calls it before its slow set-up
+    (encoding the corpus, probing the width), so that a folder it may not use is named at once."""
+    paths = RunPaths(Path(root))
+    if resume:
+        if not paths.has_checkpoint():
+            raise UserError(f"cannot resume: {paths.last} does not exist; train without --resume first")
+        _check_writable(paths, replacing=False)
+        return paths
+    if paths.root.exists() or paths.root.is_symlink():
+        if not paths.root.is_dir():
+            raise UserError(f"run folder {paths.root} is a file; choose another --name or --run-dir")
+        try:
+            entries = sorted(p.name for p in paths.root.iterdir() if p.name != LOCK_NAME)  # the caller's lock
+        except OSError as exc:
+            raise UserError(f"cannot read the run folder {paths.root} ({exc.strerror or exc}); "
+                            "choose another --name or --run-dir") from None
+        if entries:
+            if not is_run_dir(paths.root):
+                foreign = _foreign_entries(paths.root) or entries
+                raise UserError(f"{paths.root} is not an empty folder or a charrnn run folder (it holds "
+                                f"{_listing(foreign)}); charrnn writes a run only into a new folder, an empty one "
+                                "or a run folder it made: choose another --name or --run-dir")
+            started = paths.has_checkpoint() or paths.metrics.exists()
+            if started and not overwrite:
+                raise UserError(
+                    f"run folder {paths.root} already holds a run; pass --resume to continue it, "
+                    "--overwrite to start again, or --name to pick another"
+                )
+            if overwrite:
+                if paths.root.is_symlink():
+                    raise UserError(f"--overwrite refused: {paths.root} is a symbolic link; "
+                                    "pass the folder it points to, or another --run-dir")
+                _check_writable(paths, replacing=True)
+    return paths
+
+
+def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
+    """Check that a run folder may be used as asked (check_run_dir); create and mark it (not on resume).
+
+    Training writes only into a new folder, an empty one or a charrnn run folder; --overwrite deletes
+    only a charrnn run folder's contents (the folder stays, with the caller's lock file in it). Anything
+    else is a UserError, and nothing is touched."""
+    paths = check_run_dir(root, resume=resume, overwrite=overwrite)
+    if resume:
+        for debris in paths.checkpoints.glob(".*.tmp-*"):  # a write that was killed midway (see atomic_write)
+            debris.unlink(missing_ok=True)
+        return paths
+    if overwrite and paths.root.is_dir():  # checked: empty but for the lock, or a charrnn run folder
+        clear_run_dir(paths.root)
+    try:
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        if not _marked(paths.root):
+            mark_run_dir(paths.root)
+    except OSError as exc:
+        raise UserError(f"cannot create the run folder {paths.root} ({exc.strerror or exc}); "
+                        "choose another log.dir, --name or --run-dir") from None
+    return paths
+
+
+def clear_run_dir(root: Path, *, best_effort: bool = False) -> None:
+    """Delete everything in a run folder but the lock, which belongs to the process holding it (--overwrite;
+    best_effort, for a failed new run taking back what it wrote, ignores what cannot be removed)."""
+    for entry in root.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=best_effort)
+        elif best_effort:
+            entry.unlink(missing_ok=True)
+        else:
+            entry.unlink()
+
+
+def _check_writable(paths: RunPaths, *, replacing: bool) -> None:
+    """Refuse up front a run folder that charrnn cannot write into (or, replacing it, delete): the write would
+    fail later and name one of our temporary files, or a bare file name, instead of the folder."""
+    if replacing:  # deleting an entry needs its folder writable (the run folder itself stays, with its lock)
+        needed = [paths.root, *(p for p in paths.root.rglob("*") if p.is_dir())]
+    else:  # new files (atomic writes, event files) need the folders; metrics.jsonl is appended to in place
+        needed = [paths.root, paths.checkpoints, paths.metrics]
+    for path in needed:
+        if path.exists() and not os.access(path, os.W_OK):
+            which = "" if path == paths.root else f" ({path} is read-only)"
+            raise UserError(f"run folder {paths.root} is not writable{which}; make it writable (chmod -R u+w) "
+                            "or choose another --run-dir")

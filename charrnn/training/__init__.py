@@ -1,0 +1,1 @@
+"""Training: the loop, the step, its state, set-up and resume, the width probe, distributed runs."""

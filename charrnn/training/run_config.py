@@ -1,0 +1,47 @@
+"""The config and run folder that a `charrnn train` invocation means."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from charrnn.config import Config, apply_overrides, config_from_dict, read_yaml
+from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
+from charrnn.errors import UserError
+from charrnn.run.folder import RunPaths
+from charrnn.training import finetune
+
+
+def training_config(config: str | Path | None, overrides: list[str], *, data: str | Path | list | None = None,
+                    name: str | None = None, run_dir: str | Path | None = None, resume: bool = False,
+                    init_from: str | Path | None = None) -> tuple[Config, Path | None]:
+    """The config and run folder a `charrnn train` invocation means: the YAML file plus --data/--name/--set,
+    or, on --resume, the run folder's own config.yaml plus the same overrides (e.g. a longer max_steps).
+    With init_from (fine-tuning) the model section is the source's; a config that sets another is refused."""
+    overrides = list(overrides)
+    if init_from is not None:
+        if resume:
+            raise UserError("--init-from starts a new run from another run's weights; --resume continues this "
+                            "run: pass one of them")
+        overrides.append(f"init_from={json.dumps(str(init_from))}")
+    if name is not None:
+        overrides.append(f"name={json.dumps(name)}")
+    if data is not None:  # a file or folder, or several
+        paths = [str(d) for d in data] if isinstance(data, list | tuple) else str(data)
+        overrides.append(f"data.path={json.dumps(paths)}")
+    if config is None and not (resume and (run_dir or name)):
+        raise UserError("pass --config FILE (e.g. --config configs/ihello.yaml), or --resume with --run-dir")
+    base = read_yaml(config) if config is not None else {}
+    if resume:
+        if run_dir is None:
+            named = config_from_dict(apply_overrides(base, overrides))
+            run_dir = Path(named.log.dir) / named.name
+        saved = RunPaths(Path(run_dir)).config
+        if not saved.is_file():
+            raise UserError(f"cannot resume: {saved} does not exist; train without --resume first")
+        base = read_yaml(saved)
+    raw = apply_overrides(base, overrides)
+    if raw.get("init_from") and not resume:
+        raw = finetune.take_source_model(raw)
+    cfg = config_from_dict(raw)
+    return resolve_data_paths(cfg), Path(run_dir) if run_dir is not None else None

@@ -1,0 +1,84 @@
+"""What a run carries from step to step (TrainState, saved whole in every checkpoint) and what it returns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
+from charrnn.evaluate import Metrics
+from charrnn.model import Hidden
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    elapsed_s: float
+    chars_per_sec: float
+    val: Metrics | None
+    best_val_loss: float
+    stopped_by: str  # "max_steps" | "max_epochs" | "time_budget"
+    is_main: bool = True  # False in the other processes of a torchrun job (they write nothing)
+
+
+@dataclass
+class TrainState:
+    """Everything about a run that changes as it trains: saved whole in each checkpoint, restored whole."""
+
+    step: int = 0
+    best_val: float = math.inf
+    best_step: int = -1  # the step best.pt holds
+    evals_since_best: int = 0  # evaluations without a better val loss (train.patience)
+    elapsed: float = 0.0  # training seconds of the sessions before this one
+    hidden: Hidden | None = None  # the global batch's carried hidden state (stateful batching), as last synced
+    data: dict = field(default_factory=dict)  # the batcher's position
+    rng: dict = field(default_factory=dict)  # this process's torch (and CUDA) generator states
+    rank_rngs: list | None = None  # every rank's generator states under torchrun (dropout masks differ per rank)
+    window_loss: float = 0.0  # train losses since the last evaluation, for its metrics line
+    window_steps: int = 0
+    val: Metrics | None = None  # the last evaluation, and the step it scored
+    val_step: int = -1
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.step, "best_val": self.best_val, "best_step": self.best_step,
+            "evals_since_best": self.evals_since_best, "elapsed": self.elapsed, "hidden": self.hidden,
+            "data": self.data, "rng": self.rng, "rank_rngs": self.rank_rngs,
+            "window": (self.window_loss, self.window_steps),
+            "val": self.val.to_dict() if self.val else None, "val_step": self.val_step,
+        }
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainState:
+        window_loss, window_steps = saved.get("window", (0.0, 0))
+        return cls(step=int(saved["step"]), best_val=float(saved["best_val"]), elapsed=float(saved["elapsed"]),
+                   best_step=int(saved.get("best_step", -1)), evals_since_best=int(saved.get("evals_since_best", 0)),
+                   hidden=saved.get("hidden"), data=saved["data"], rng=saved["rng"],
+                   rank_rngs=saved.get("rank_rngs"), window_loss=float(window_loss), window_steps=int(window_steps),
+                   val=Metrics(**saved["val"]) if saved.get("val") else None, val_step=int(saved.get("val_step", -1)))
+
+
+@dataclass
+class StepOutcome:
+    loss: float  # the global batch's mean loss
+    grad_norm: float
+    lr: float
+    signalled: bool  # some rank caught SIGINT/SIGTERM
+    time_up: bool  # some rank ran out of the time budget
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
