@@ -202,7 +202,7 @@ def test_sampling_speed_is_reported_honestly(trained_run, monkeypatch):
     each reading of it advances 0.5 s)."""
     import types
 
-    import charrnn.cli as cli_module
+    import charrnn.cli.sample_command as cli_module
 
     ticks = iter(range(1000))
     monkeypatch.setattr(cli_module, "time", types.SimpleNamespace(perf_counter=lambda: 0.5 * next(ticks)))

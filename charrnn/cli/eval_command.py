@@ -1,0 +1,55 @@
+"""`charrnn eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from charrnn.cli.typer_app import PRECISION_HELP, app, check_split, handles_errors, load_run, metrics_table
+from charrnn.data.run_corpus import TOO_SHORT, run_split_ids
+from charrnn.errors import UserError
+
+
+@app.command("eval")
+@handles_errors
+def eval_(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.", show_default=False)],
+    split: Annotated[str, typer.Option("--split", help="train | val | test of the run's corpus.")] = "val",
+    data: Annotated[Path | None, typer.Option("--data", help="Score this text file (or folder) instead of a split, "
+                                              "with the run's vocabulary.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best (best.pt: the lowest val loss; last.pt "
+                                            "where there is none yet) | last | PATH.")] = "best",
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
+) -> None:
+    """Report loss (nats/char), bits per character, perplexity and accuracy on held-out text.
+
+    Example: charrnn eval runs/shakespeare --split val --json
+    """
+    from charrnn.data.cache import load_corpus
+    from charrnn.data.corpus import run_cache_dir
+    from charrnn.device import inference_precision
+    from charrnn.evaluate import evaluate
+
+    check_split(split)
+    _, model, vocab, cfg, dev = load_run(run, checkpoint, device)
+    precision = inference_precision(precision, dev, cfg.model.cell)
+    if data is not None:
+        if data.is_file() and data.stat().st_size == 0:
+            raise UserError(f"--data {data} is empty; {TOO_SHORT}")
+        # The same encoder and memory map as training, with the run's vocabulary: an unseen character is named.
+        ids, source = load_corpus(data, run_cache_dir(cfg, run), vocab, separator=cfg.data.separator).ids, str(data)
+        if len(ids) < 2:
+            raise UserError(f"--data {data} holds {len(ids)} character; {TOO_SHORT}")
+    else:
+        ids, source = run_split_ids(run, cfg, vocab, split, "--data FILE")
+    metrics = evaluate(model, ids, device=dev, precision=precision)
+    if as_json:
+        print(json.dumps(metrics.to_dict()))
+        return
+    Console(highlight=False).print(metrics_table(f"{run}: {source}", metrics, "chars", f"{metrics.chars:,}"))

@@ -1,0 +1,81 @@
+"""`charrnn inspect`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from charrnn.cli.typer_app import app, check_split, handles_errors, load_run, read_file_option
+from charrnn.data.run_corpus import run_split_ids
+from charrnn.errors import UserError
+
+
+@app.command("inspect")
+@handles_errors
+def inspect_(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.", show_default=False)],
+    text: Annotated[str | None, typer.Option("--text", help="Inspect this text.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Inspect a text file.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="train | val | test of the run's corpus "
+                                              "[default: val].", show_default=False)] = None,
+    start: Annotated[int, typer.Option("--start", min=0, help="First character shown; the text before it "
+                                       "warms the hidden state.")] = 0,
+    length: Annotated[int | None, typer.Option("--length", "-n", min=1, help="Characters shown (at most 10,000) "
+                                               "[default: 2,000].", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The page to write [default: RUN/inspect.html].",
+                                             show_default=False)] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the data (text, bits, top-5, ranked units) "
+                                          "as JSON instead of writing the page.")] = False,
+) -> None:
+    """Write one HTML page that shows what each character cost the model and what its units track.
+
+    Example: charrnn inspect runs/shakespeare --split val --length 2000 --out page.html
+    """
+    from charrnn.inspection.page import page_data, render_page, summary
+    from charrnn.inspection.recording import describe_model, encode_window, record, shown_length, window
+    from charrnn.run.checkpoint import resolve_checkpoint
+    from charrnn.safe_files import atomic_write
+
+    if sum(x is not None for x in (text, file, split)) > 1:
+        raise UserError("pass one of --text, --file and --split")
+    if split is not None:
+        check_split(split)
+    length = shown_length(text, start, length)
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: the folder {out.parent} does not exist; create it or pick another --out")
+    state, model, vocab, cfg, _ = load_run(run, checkpoint, "cpu")
+    if text is not None or file is not None:
+        body = text if text is not None else read_file_option(file, "--file", "pass a file with some text")
+        shown, warmup = encode_window(vocab, body, start, length)
+        source = "--text" if text is not None else str(file)
+    else:
+        ids, source = run_split_ids(run, cfg, vocab, split or "val", "--file FILE")
+        shown, warmup = window(ids, start, length)
+    rec = record(model, shown, warmup)
+    shown_text = vocab.decode(shown)
+    where = f", characters {start:,} to {start + len(shown):,}" + (" (warmed on the text before)" if len(warmup)
+                                                                    else "")
+    info = {"run": str(run), "source": source + where, "start": start, "model": describe_model(model),
+            "checkpoint": f"{resolve_checkpoint(run, checkpoint).name}, step {state['step']:,}"}
+    if as_json:
+        print(json.dumps(summary(rec, shown_text, vocab.chars, info), ensure_ascii=False))
+        if out is None:
+            return
+    data = page_data(rec, shown_text, vocab.chars, info)
+    if out is None:
+        out = run / "inspect.html" if run.is_dir() else run.with_name(run.stem + "-inspect.html")
+    page = render_page(data).encode("utf-8")
+    atomic_write(out, lambda f: f.write(page))
+    if as_json:
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    bpc = f"{data['bpc']:.3f} bpc" if data["bpc"] is not None else "no character scored"
+    console.print(f"wrote {out} ({len(page) / 1e6:.2f} MB): mean {bpc} over {data['chars_scored']:,} characters "
+                  f"of {source}; open it in a browser", markup=False)
+    for prop, units in data["units"].items():
+        console.print(f"  {prop:<18} {units[0]['unit']:<9} r = {units[0]['r']:+.2f}", markup=False)

@@ -1,0 +1,60 @@
+"""`charrnn train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from charrnn.cli.typer_app import app, handles_errors, metrics_table
+from charrnn.errors import UserError
+
+
+@app.command()
+@handles_errors
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/ihello.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=0.01 "
+                                                   "(repeatable).")] = None,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="Text file or folder to train on (sets data.path); repeat it for several. A folder is read "
+        "recursively in sorted path order; pick its files with --set data.include='**/*.txt'.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name: the run folder is <log.dir>/NAME.")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run folder (instead of --name).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Fine-tune: start a new run (step 0, fresh optimizer and schedule) from the weights of "
+        "this run (its best.pt, else last.pt) or checkpoint file, with its model section; characters new in the "
+        "corpus are added to the vocabulary.")] = None,
+) -> None:
+    """Train a model on a text file or folder; checkpoints, metrics and TensorBoard logs go into the run folder.
+
+    Example: charrnn train --config configs/shakespeare.yaml --data ../shared/data/tinyshakespeare.txt
+
+    Example: charrnn train --config configs/shakespeare.yaml --data src/ --set data.include='**/*.py'
+
+    Example: charrnn train --config configs/shakespeare.yaml --data sonnets.txt --init-from runs/shakespeare
+    --set train.patience=5 --name sonnets
+    """
+    from charrnn.training.loop import train as run_training
+    from charrnn.training.run_config import training_config
+
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pass one of them")
+    data_arg = data[0] if data and len(data) == 1 else data or None
+    cfg, run_dir = training_config(config, list(set_ or []), data=data_arg, name=name, run_dir=run_dir, resume=resume,
+                                   init_from=init_from)
+    result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
+    if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
+        out = Console(stderr=True, highlight=False)
+        out.print(metrics_table(f"{result.run_dir} after {result.step} steps ({result.elapsed_s:.1f} s)",
+                                 result.val, "best val loss", f"{result.best_val_loss:.4f}"))
+        if result.stopped_by == "early_stop":
+            out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss)",
+                      markup=False)
+        out.print(f"sample it: charrnn sample {result.run_dir}", markup=False)
