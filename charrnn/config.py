@@ -76,7 +76,9 @@ class TrainConfig:
     grad_clip: float = _spec(1.0, lo=0.0, doc="0 turns clipping off")
     eval_every: int = _spec(200, lo=1)
     patience: int | None = _spec(None, lo=1, doc="stop after this many evaluations without a better val loss")
-    eval_max_chars: int | None = _spec(None, lo=1, doc="cap on validation characters; default: whole split")
+    eval_max_chars: int | Auto | None = _spec(
+        "auto", lo=1, doc="validation characters an evaluation during training scores: auto (a fixed sample of a "
+        "large split), a number, or null (the whole split)")
     checkpoint_every: int = _spec(200, lo=1)
     device: str = _spec("auto")
     precision: str = _spec("fp32", choices=("fp32", "bf16", "fp16", "auto"))

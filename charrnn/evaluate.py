@@ -40,18 +40,23 @@ def evaluate(model: CharRNN, ids: np.ndarray, *, batch_size: int = 64, chunk_len
     """Score every next-character prediction in ids (all but the first character).
 
     The text is cut into `batch_size` contiguous streams read in chunks with the hidden state carried,
-    so each prediction sees its preceding context; the remainder continues the last stream.
+    so each prediction sees its preceding context; the remainder continues the last stream. With max_chars
+    below that, only the first max_chars / batch_size predictions of each stream are scored: a sample spread
+    evenly over the whole text, the same one every time.
     """
-    if max_chars is not None:
-        ids = ids[: max_chars + 1]
     n = len(ids) - 1
     if n < 1:
         return Metrics.from_sums(0.0, 0, 0)
     was_training = model.training
     model.eval()
     streams = max(1, min(batch_size, n // chunk_length))
-    stream_len = n // streams
-    loss_sum, correct = 0.0, 0
+    spacing = stream_len = n // streams
+    sampled = max_chars is not None and max_chars < n
+    if sampled:
+        stream_len = max(1, max_chars // streams)
+        n = stream_len * streams
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no wait per block
+    correct = torch.zeros((), dtype=torch.int64, device=device)
 
     def score(block: torch.Tensor, hidden: Hidden | None) -> Hidden:
         nonlocal loss_sum, correct
@@ -60,24 +65,23 @@ def evaluate(model: CharRNN, ids: np.ndarray, *, batch_size: int = 64, chunk_len
             logits, hidden = model(block[:, :-1], hidden)
         logits = logits.float()
         targets = block[:, 1:]
-        loss_sum += F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                    reduction="sum").item()
-        correct += (logits.argmax(-1) == targets).sum().item()
+        loss_sum += F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
+        correct += (logits.argmax(-1) == targets).sum()
         return hidden
 
     def gather(index: np.ndarray) -> torch.Tensor:
         # One block at a time from the (memory-mapped) ids: a split larger than RAM is never loaded whole.
         return torch.from_numpy(np.asarray(ids[index], dtype=np.int64))
 
-    starts = np.arange(streams)[:, None] * stream_len  # (S, 1)
+    starts = np.arange(streams)[:, None] * spacing  # (S, 1)
     chunk_length = max(1, min(chunk_length, model.chars_per_block() // streams))  # a large vocabulary reads less
     hidden = None
     for start in range(0, stream_len, chunk_length):
         width = min(chunk_length, stream_len - start)
         hidden = score(gather(starts + start + np.arange(width + 1)), hidden)  # (S, width + 1)
-    if n + 1 - streams * stream_len > 1:  # the remainder continues the last stream
+    if not sampled and n + 1 - streams * stream_len > 1:  # the remainder continues the last stream
         rest = gather(np.arange(streams * stream_len, n + 1))[None, :]
         score(rest, select_hidden(hidden, slice(streams - 1, streams)))
     if was_training:
         model.train()
-    return Metrics.from_sums(loss_sum, correct, n)
+    return Metrics.from_sums(loss_sum.item(), int(correct.item()), n)

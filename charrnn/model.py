@@ -79,6 +79,15 @@ def detach_hidden(hidden: Hidden | None) -> Hidden | None:
     return hidden.detach()
 
 
+def hidden_to(hidden: Hidden | None, device: torch.device | str) -> Hidden | None:
+    """A hidden state moved to a device (a checkpoint's is on the CPU)."""
+    if hidden is None:
+        return None
+    if isinstance(hidden, tuple | list):
+        return tuple(h.to(device) for h in hidden)
+    return hidden.to(device)
+
+
 def select_hidden(hidden: Hidden, rows: slice | torch.Tensor) -> Hidden:
     """The hidden state of some batch rows (dimension 1)."""
     if isinstance(hidden, tuple):

@@ -19,6 +19,7 @@ from rich.progress import (
 )
 
 from charrnn.console import stderr_console
+from charrnn.safe_files import atomic_write
 from charrnn.vocab import visible_char
 
 
@@ -140,10 +141,14 @@ class Tracker:
         writer.add_summary(summary)
         writer.close()
 
-    def histograms(self, step: int, named_tensors: dict[str, Any]) -> None:
-        if self.writer is not None:
-            for name, tensor in named_tensors.items():
-                self.writer.add_histogram(name, tensor.detach().float().cpu(), step)
+    def parameter_histograms(self, step: int, model: Any) -> None:
+        """The distribution of every weight and of its gradient (weights/NAME, grads/NAME)."""
+        if self.writer is None:
+            return
+        for name, p in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", p.detach().float().cpu(), step)
+            if p.grad is not None:
+                self.writer.add_histogram(f"grads/{name}", p.grad.detach().float().cpu(), step)
 
     def embedding(self, step: int, weights: Any, chars: list[str]) -> None:
         """The character embedding in the Projector, each point labelled by its character."""
@@ -210,3 +215,31 @@ class Tracker:
             self.writer.flush()
             self.writer.close()
             self.writer = None
+
+
+def flat_hparams(config: dict) -> dict:
+    """A config as HParams: model.* and train.* settings (set ones only) and the top-level values."""
+    flat = {}
+    for section, values in config.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if section in ("model", "train") and value is not None:
+                    flat[f"{section}.{key}"] = value
+        else:
+            flat[section] = values
+    return flat
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop eval lines written after the checkpoint (they will be written again), and a half
+    line that a kill may have left."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept).encode("utf-8")))

@@ -265,7 +265,11 @@ def test_a_machine_too_slow_to_time_any_width_gets_the_narrowest(tmp_path, monke
     res = resolve_auto(cfg, ids, vocab_size, torch.device("cpu"), "fp32", candidates=(8, 12, 16),
                        step_limit=None)
     assert res.cfg.model.hidden_size == 8
-    assert "too slow to time a width in 5% of the budget; probed 0 widths" in res.message
+    # said plainly, with what to do (it used to read as an ordinary choice of width)
+    assert res.message.startswith("note: hidden_size: auto could not time even 8 wide in 5% of the 1 s budget "
+                                  "(probed 0 widths in ")
+    assert "this machine is busy or slow, so the run trains the narrowest, hidden_size=8" in res.message
+    assert "longer train.time_budget" in res.message and "train.threads" in res.message
 
 
 # -- a whole auto run ---------------------------------------------------------------------------------------

@@ -193,7 +193,7 @@ def test_open_corpus_shows_encoding_progress_on_a_terminal_only(make_config, mon
     from rich.console import Console
 
     from charrnn import console
-    from charrnn.training.trainer import encode_corpus
+    from charrnn.training.setup import encode_corpus
 
     monkeypatch.setattr(console, "BAR_MIN_BYTES", 0)  # as if the file were large
     cfg = make_config("some text to encode " * 20)

@@ -28,7 +28,9 @@ from conftest import REPO, tiny_config
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
 
-import charrnn.training.trainer as train_module
+import charrnn.training.checkpointing as checkpointing_module
+import charrnn.training.setup as setup_code
+import charrnn.training.validation as validation_module
 from charrnn.errors import TrainingFailed
 from charrnn.run.checkpoint import load_checkpoint
 from charrnn.tracking import Tracker
@@ -123,14 +125,14 @@ def _arm(kill: str, at: int) -> None:
 
         Tracker.scalars = scalars_then_die
     elif kill == "after_checkpoint":  # last.pt of this step is complete
-        save = train_module.save_checkpoint
+        save = checkpointing_module.save_checkpoint
 
         def save_then_die(state, path):
             save(state, path)
             if state["step"] == at and Path(path).name == "last.pt":
                 _die()
 
-        train_module.save_checkpoint = save_then_die
+        checkpointing_module.save_checkpoint = save_then_die
     elif kill == "mid_write":  # half of last.pt's bytes are in the temporary file
         real_save = torch.save
 
@@ -224,7 +226,7 @@ def test_interrupt_between_checkpoints_saves_and_resumes_exactly(tmp_path, batch
 
 def test_fp16_loss_scaler_state_is_checkpointed_and_restored(tmp_path, monkeypatch):
     """The GradScaler's scale and growth tracker survive a resume (fp16 forced on CPU autocast)."""
-    monkeypatch.setattr(train_module, "resolve_precision", lambda precision, device, cell="lstm": "fp16")
+    monkeypatch.setattr(setup_code, "resolve_precision", lambda precision, device, cell="lstm": "fp16")
     cfg = tiny_config(tmp_path, TEXT, model={"cell": "gru"}, train={"max_steps": 12, "checkpoint_every": 5})
     straight = train(cfg, run_dir=tmp_path / "straight", quiet=True)
     first_part = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=5))
@@ -346,14 +348,14 @@ def test_a_second_interrupt_stops_at_once_and_the_run_stays_resumable(make_confi
     """Ctrl-C pressed twice during a long evaluation stops there, without waiting for the step to end;
     last.pt (step 2) is untouched and --resume continues from it."""
     cfg = make_config(TEXT, train={"checkpoint_every": 2, "eval_every": 4, "max_steps": 8})
-    evaluate = train_module.evaluate
+    evaluate = validation_module.evaluate
 
     def impatient_evaluate(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
         return evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate", impatient_evaluate)
+    monkeypatch.setattr(validation_module, "evaluate", impatient_evaluate)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, quiet=True)
     last = Path(cfg.log.dir) / cfg.name / "checkpoints" / "last.pt"

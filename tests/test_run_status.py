@@ -180,7 +180,7 @@ def test_no_note_where_bf16_is_native_or_not_asked(tmp_path, monkeypatch, capsys
 
 
 def test_dropout_masks_differ_by_rank_seed():
-    from charrnn.training.trainer import _rank_seed
+    from charrnn.training.setup import rank_seed as _rank_seed
 
     seeds = {_rank_seed(0, rank) for rank in range(1, 64)} | {0}
     assert len(seeds) == 64

@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
+from charrnn.data.batches import ContiguousStreams
+from charrnn.data.corpus import open_corpus
 from charrnn.run.checkpoint import load_checkpoint
 from charrnn.training.loop import train
 from charrnn.training.optimizer import lr_factor, total_steps_for
@@ -34,10 +37,20 @@ def test_cosine_falls_to_min_lr_ratio(make_config, progress, factor):
 
 
 @pytest.mark.parametrize(("progress", "factor"), [(0.0, 1.0), (0.24, 1.0), (0.25, 0.5), (0.49, 0.5), (0.5, 0.25),
-                                                  (0.99, 0.125), (1.0, 0.0625)])
+                                                  (0.99, 0.125), (1.0, 0.125)])  # no cut in the last half interval
 def test_step_schedule_multiplies_by_gamma_every_fraction(make_config, progress, factor):
     cfg = schedule(make_config, lr_schedule="step", lr_step_every=0.25, lr_step_gamma=0.5)
     assert lr_factor(cfg, 10, progress) == factor
+
+
+@pytest.mark.parametrize(("every", "cuts"), [(0.33, [0.33, 0.66]), (0.25, [0.25, 0.5, 0.75]), (0.5, [0.5]),
+                                             (0.3, [0.3, 0.6]), (1.0, [])])
+def test_step_schedule_never_cuts_in_the_last_half_interval(make_config, every, cuts):
+    """0.33 meant thirds, but floor(progress / 0.33) cut a third time at 99% of the run, too late to matter."""
+    cfg = schedule(make_config, lr_schedule="step", lr_step_every=every, lr_step_gamma=0.5)
+    factors = [lr_factor(cfg, 10, p / 1000) for p in range(1001)]
+    found = [p / 1000 for p in range(1, 1001) if factors[p] < factors[p - 1]]
+    assert found == cuts
 
 
 def test_constant_schedule_after_warmup(make_config):
@@ -89,3 +102,20 @@ def test_the_result_reports_the_whole_sessions_speed(make_config):
                              "checkpoint_every": 2})
     result = train(cfg, quiet=True)
     assert result.chars_per_sec == pytest.approx(20 * 2 * 6 / result.elapsed_s, rel=0.02)
+
+
+def test_max_epochs_with_stateful_batching_stops_at_the_end_of_the_streams(make_config):
+    """Stateful batching reads its B streams' whole batches once an epoch: one epoch is exactly that many steps.
+    Counting characters instead ran one step into the next epoch (981 steps against 980 on tinyshakespeare at
+    B = T = 32), resetting the hidden state for it."""
+    cfg = make_config(TEXT * 3, train={"batching": "stateful", "max_epochs": 1, "max_steps": None, "batch_size": 2,
+                                       "seq_length": 6,
+                                       "eval_every": 1000, "checkpoint_every": 1000})
+    corpus = open_corpus(cfg)
+    n_train = len(corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)["train"])
+    batcher = ContiguousStreams(np.zeros(n_train, dtype=np.uint8), 2, 6)
+    assert total_steps_for(cfg, n_train) == batcher.batches_per_epoch < math.ceil(n_train / 12)
+    result = train(cfg, quiet=True)
+    assert result.step == batcher.batches_per_epoch
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    assert state["data"] == {"position": batcher.batches_per_epoch, "epoch": 0}  # not a step into epoch 1

@@ -16,6 +16,7 @@ longer budget can never pick a smaller width. Dropout and learning rate follow t
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import statistics
 import time
@@ -27,8 +28,10 @@ import torch
 
 from charrnn.config import Config, is_auto
 from charrnn.data.batches import make_batcher
-from charrnn.model import CharRNN, detach_hidden
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN
 from charrnn.training.distributed import DistContext
+from charrnn.training.step import NonFiniteStep, TrainingStep, build_step
 
 # Widths tried, narrowest first; probing stops at the first that falls short of the target (a wider one is
 # never faster), so a CPU probes a handful and a GPU goes on to the wide ones.
@@ -38,6 +41,8 @@ TARGET_CHARS_PER_PARAM = 5.0
 PROBE_SHARE = 0.05  # probing may take at most this fraction of the time budget
 WARMUP_STEPS = 2  # untimed: the first steps of a new shape build kernels (oneDNN primitives, cuDNN plans)
 TIMED_STEPS = 6  # per width; the median step time gives its speed
+EVAL_PROBE_CHARS = 4096  # an evaluation of this many characters, timed, gives a width's scoring speed
+SAMPLE_PROBE_CHARS = 16  # characters stepped one at a time, timed, give its sampling speed
 
 # (width, value) anchors from the measured runs; between them linear, outside them the nearest end.
 DROPOUT_BY_WIDTH = ((192, 0.0), (256, 0.1), (320, 0.15), (384, 0.2), (512, 0.2))
@@ -74,6 +79,7 @@ class Resolution(NamedTuple):
     cfg: Config  # every auto replaced by a number
     message: str | None  # the choice and its reason, for the console; None when nothing was auto
     seconds: float  # spent probing: the run's clock starts with it, so it counts inside the budget
+    chars_per_sec: float | None = None  # the speed the probe predicts for the run at the chosen width
 
 
 def _interpolate(anchors: Sequence[tuple[int, float]], width: int) -> float:
@@ -128,82 +134,120 @@ def with_width(cfg: Config, width: int) -> Config:
 
 def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.device, precision: str,
           seconds: float, *, char_limit: float | None = None, dist: DistContext | None = None,
-          candidates: Sequence[int] | None = None,
+          candidates: Sequence[int] | None = None, eval_chars: int = 0,
           clock: Callable[[], float] = time.perf_counter) -> ProbeResult:
-    """Time real training steps (forward, backward, clipping, optimizer step) of each candidate width on the
-    run's batches, narrowest first, until a width falls short of the target or PROBE_SHARE of `seconds` is
-    spent (after the first step). RNG states are restored, so the run trains as if no probe had happened."""
-    from charrnn.training.optimizer import build_optimizer  # the run's own optimizer; train imports this module
-
+    """Time the run's own training step (training/step.py: DDP's all-reduce and the per-step sync included) for
+    each candidate width on the run's batches, narrowest first, until a width falls short of the target or
+    PROBE_SHARE of `seconds` is spent (after the first step); then what the loop does besides training steps
+    (evaluations of eval_chars characters, checkpoints, samples) is timed once per width and spread over its
+    steps. RNG states are restored, so the run trains as if no probe had happened."""
     dist = dist or DistContext()
-    candidates = sorted(CANDIDATE_WIDTHS if candidates is None else candidates)
-    t = cfg.train
-    rows = t.batch_size // dist.world_size
-    start = clock()
-    # The process's first training step also sets up kernels and thread pools, which the run would pay for
-    # anyway: the probe's share of the budget is counted from after it.
-    deadline = math.inf
+    timer = _Timer(clock, PROBE_SHARE * seconds)
     measured: list[Measurement] = []
-    steps, last_step_s, last_params = 0, 0.0, 0
+    last_step_s, last_params = 0.0, 0
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        for width in candidates:
+        for width in sorted(CANDIDATE_WIDTHS if candidates is None else candidates):
             wcfg = with_width(cfg, width)
             model = CharRNN(vocab_size, wcfg.model).to(device)
             params = sum(p.numel() for p in model.parameters())
             # A width whose probe would overrun the share of the budget is not tried (its steps cost about
             # the parameter ratio times the last width's); one that overruns it midway counts if it was timed.
             expected = (WARMUP_STEPS + TIMED_STEPS + 1) * last_step_s * params / max(last_params, 1)
-            out_of_time = clock() + expected > deadline
+            out_of_time = dist.any_rank(timer.would_pass(expected))
             times: list[float] = []
             if not out_of_time:
-                optimizer = build_optimizer(wcfg, model)
-                scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-                batcher = make_batcher(t.batching, train_ids, t.batch_size, t.seq_length, cfg.seed, dist.rank,
-                                       dist.world_size)
-                model.train()
-                hidden = None
-                for i in range(WARMUP_STEPS + TIMED_STEPS):
-                    if clock() > deadline:
-                        out_of_time = True
-                        break
-                    began = clock()
-                    hidden = _train_step(model, optimizer, scaler, batcher, hidden, wcfg, device, precision,
-                                         vocab_size)
-                    steps += 1
-                    if steps == 1:
-                        deadline = clock() + PROBE_SHARE * seconds
-                    if i >= WARMUP_STEPS:
-                        times.append(clock() - began)
-            speed = rows * t.seq_length / statistics.median(times) if times else 0.0
+                step, _ = build_step(wcfg, model, precision, dist, compile=False)
+                times, out_of_time = _time_steps(model, step, wcfg, train_ids, dist, timer)
+            speed = cfg.train.batch_size // dist.world_size * cfg.train.seq_length / statistics.median(times) \
+                if times else 0.0
             # Every rank takes the slowest rank's speed and stops when any rank stops: all choose alike.
             minus_slowest, stop = dist.max_over_ranks(-speed, float(out_of_time))
             if minus_slowest < 0:
-                measured.append(Measurement(width, -minus_slowest * dist.world_size, params))
-                last_step_s, last_params = statistics.median(times), params
+                step_s = statistics.median(times)
+                overhead = _loop_overhead(wcfg, model, step.optimizer, train_ids, eval_chars, clock)
+                (overhead,) = dist.max_over_ranks(overhead)
+                effective = -minus_slowest * dist.world_size * step_s / (step_s + overhead)
+                measured.append(Measurement(width, effective, params))
+                last_step_s, last_params = step_s, params
             if stop or minus_slowest == 0:
                 break
             # Short of the target even with the whole budget: wider widths (slower) will be too.
             if predicted_chars(measured[-1], seconds, char_limit) / params < TARGET_CHARS_PER_PARAM:
                 break
-    (elapsed,) = dist.max_over_ranks(clock() - start)
-    return ProbeResult(measured, elapsed, steps)
+    (elapsed,) = dist.max_over_ranks(clock() - timer.start)
+    return ProbeResult(measured, elapsed, timer.steps)
 
 
-def _train_step(model, optimizer, scaler, batcher, hidden, cfg: Config, device, precision, vocab_size):
-    """One step as the training loop takes it; returns the hidden state to carry (stateful batching)."""
-    from charrnn.training.step import backward_pass  # train imports this module
+class _Timer:
+    """The probe's clock and its share of the budget, counted from after the first training step (which also
+    sets up kernels and thread pools: the run would pay for that anyway)."""
 
-    if batcher.stateful and batcher.starts_new_epoch:
-        hidden = None
-    inputs, targets = batcher.next_batch()
-    inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-    loss, _, new_hidden = backward_pass(model, model, optimizer, scaler, inputs, targets, hidden, precision=precision,
-                                        grad_clip=cfg.train.grad_clip)
-    loss.item()  # the loop reads the loss every step (and so waits for the GPU); so does the probe
-    scaler.step(optimizer)
-    scaler.update()
-    return detach_hidden(new_hidden) if batcher.stateful else None
+    def __init__(self, clock: Callable[[], float], share_s: float):
+        self.clock, self.share_s, self.start = clock, share_s, clock()
+        self.deadline, self.steps = math.inf, 0
+
+    def would_pass(self, seconds: float) -> bool:
+        return self.clock() + seconds > self.deadline
+
+    def stepped(self) -> None:
+        self.steps += 1
+        if self.steps == 1:
+            self.deadline = self.clock() + self.share_s
+
+
+def _time_steps(model: CharRNN, step: TrainingStep, cfg: Config, train_ids: np.ndarray, dist: DistContext,
+                timer: _Timer) -> tuple[list[float], bool]:
+    """The seconds of each timed step of one width (after WARMUP_STEPS), and whether the probe ran out of time
+    (the ranks agree on it before every step, so they all take the same steps)."""
+    t = cfg.train
+    batcher = make_batcher(t.batching, train_ids, t.batch_size, t.seq_length, cfg.seed, dist.rank, dist.world_size)
+    model.train()
+    hidden, times = None, []
+    for i in range(WARMUP_STEPS + TIMED_STEPS):
+        if dist.any_rank(timer.would_pass(0.0)):
+            return times, True
+        began = timer.clock()
+        hidden = _train_step(model, step, batcher, hidden, t.lr)
+        timer.stepped()
+        if i >= WARMUP_STEPS:
+            times.append(timer.clock() - began)
+    return times, False
+
+
+def _train_step(model: CharRNN, step: TrainingStep, batcher, hidden, lr: float):
+    """One step of the run's training step; returns the hidden state to carry (a step whose loss is not finite
+    is timed all the same: the probe only measures speed)."""
+    try:
+        return step(batcher, hidden, lr)[1]
+    except NonFiniteStep:
+        return None
+
+
+def _loop_overhead(cfg: Config, model: CharRNN, optimizer: torch.optim.Optimizer, ids: np.ndarray,
+                   eval_chars: int, clock: Callable[[], float]) -> float:
+    """Seconds per training step that the loop spends besides training steps at this width: its evaluations
+    (eval_chars characters every train.eval_every steps), checkpoints (last.pt every train.checkpoint_every
+    steps, best.pt at most once an evaluation) and TensorBoard samples (log.sample_length characters every
+    log.sample_every steps), each timed once here on a small piece."""
+    t, log = cfg.train, cfg.log
+    began = clock()
+    piece = min(len(ids) - 1, EVAL_PROBE_CHARS)
+    evaluate(model, ids[: piece + 1], batch_size=64, device=next(model.parameters()).device)
+    eval_s = (clock() - began) * eval_chars / max(piece, 1)
+    began = clock()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, io.BytesIO())
+    save_s = clock() - began
+    sample_s = 0.0
+    if log.tensorboard and log.sample_every:
+        began = clock()
+        model.eval()
+        with torch.no_grad():  # sampling feeds one character at a time, head included
+            x, hidden = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device), None
+            for _ in range(SAMPLE_PROBE_CHARS):
+                _, hidden = model(x, hidden)
+        sample_s = (clock() - began) * log.sample_length / SAMPLE_PROBE_CHARS / log.sample_every
+    return eval_s / t.eval_every + save_s * (1 / t.checkpoint_every + 1 / t.eval_every) + sample_s
 
 
 def _about(x: float) -> str:
@@ -216,10 +260,11 @@ def _about(x: float) -> str:
 
 def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.device, precision: str, *,
                  step_limit: int | None = None, dist: DistContext | None = None,
-                 candidates: Sequence[int] | None = None) -> Resolution:
+                 candidates: Sequence[int] | None = None, eval_chars: int = 0) -> Resolution:
     """Replace every `auto` in the config: hidden_size by probing this machine (see `probe` and `choose`),
     embedding_dim, dropout and lr from the width. Call it with the run's corpus, device, precision and threads
-    set, before the model is built; the probe's seconds count inside train.time_budget."""
+    set, before the model is built; the probe's seconds count inside train.time_budget. eval_chars: characters
+    each evaluation during training scores."""
     m, t = cfg.model, cfg.train
     if not is_auto(m.hidden_size):
         if not (is_auto(m.embedding_dim) or is_auto(m.dropout) or is_auto(t.lr)):
@@ -229,22 +274,25 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
     budget = float(t.time_budget)  # the config refuses hidden_size: auto without one
     char_limit = step_limit * t.batch_size * t.seq_length if step_limit is not None else None
     result = probe(cfg, train_ids, vocab_size, device, precision, budget, char_limit=char_limit, dist=dist,
-                   candidates=candidates)
+                   candidates=candidates, eval_chars=eval_chars)
     seconds_left = budget - result.seconds
-    if result.measured:
-        pick = choose(result.measured, seconds_left, char_limit)
-        reason = (f"≈{_about(pick.chars_per_sec)} chars/s here, ≈{_about(pick.chars)} chars in the budget, "
-                  f"{_about(pick.chars_per_param)} chars/parameter")
-        width = pick.width
-    else:  # not one width could be timed within the share of the budget: the narrowest it is
+    if not result.measured:  # not one width could be timed within the share of the budget: the narrowest it is
         width = min(CANDIDATE_WIDTHS if candidates is None else candidates)
-        reason = f"too slow to time a width in {PROBE_SHARE:.0%} of the budget"
-    resolved = with_width(cfg, width)
+        resolved = with_width(cfg, width)
+        return Resolution(resolved, f"note: hidden_size: auto could not time even {width} wide in {PROBE_SHARE:.0%} "
+                          f"of the {budget:g} s budget (probed 0 widths in {result.seconds:.1f} s): this machine is "
+                          f"busy or slow, so the run trains the narrowest, hidden_size={width}; give it a longer "
+                          "train.time_budget, stop what else is running (or set train.threads), or set "
+                          "model.hidden_size", result.seconds)
+    pick = choose(result.measured, seconds_left, char_limit)
+    reason = (f"≈{_about(pick.chars_per_sec)} chars/s here, ≈{_about(pick.chars)} chars in the budget, "
+              f"{_about(pick.chars_per_param)} chars/parameter")
+    resolved = with_width(cfg, pick.width)
     followers = _followers(cfg, resolved)
-    message = (f"auto: hidden_size={width}{', ' + followers if followers else ''} ({reason}; "
+    message = (f"auto: hidden_size={pick.width}{', ' + followers if followers else ''} ({reason}; "
                f"probed {len(result.measured)} width{'s' if len(result.measured) != 1 else ''} "
                f"in {result.seconds:.1f} s)")
-    return Resolution(resolved, message, result.seconds)
+    return Resolution(resolved, message, result.seconds, pick.chars_per_sec)
 
 
 def _followers(before: Config, after: Config) -> str:

@@ -15,6 +15,9 @@ from typing import TypeVar
 import torch
 import torch.distributed as torch_dist
 
+from charrnn.errors import UserError
+from charrnn.model import select_hidden
+
 T = TypeVar("T")
 
 
@@ -47,6 +50,22 @@ class DistContext:
         if self.world_size > 1:
             torch_dist.barrier()
 
+    def main_decides(self, check: Callable[[], object]) -> None:
+        """Run a check on rank 0 only (say, that the run folder may be used); a UserError it raises is raised on
+        every rank with the same one line, so no rank is left waiting in a collective for one that refused."""
+        error = None
+        if self.is_main:
+            try:
+                check()
+            except UserError as exc:
+                error = str(exc)
+        if self.world_size > 1:
+            box = [error]
+            torch_dist.broadcast_object_list(box, src=0)
+            error = box[0]
+        if error is not None:
+            raise UserError(error)
+
     def node_first(self, work: Callable[[], T]) -> T:
         """Run work on each node's first process, then on the others: a cache it fills is written once."""
         if self.local_rank != 0:
@@ -56,16 +75,16 @@ class DistContext:
             self.barrier()
         return result
 
-    def step_sync(self, loss: torch.Tensor, *flags: bool) -> tuple[float, list[bool]]:
-        """The global-batch mean of the per-rank losses, and each flag or-ed over the ranks, in one collective:
+    def step_sync(self, loss: torch.Tensor, grad_norm: torch.Tensor, *flags: bool) -> tuple[float, float, list[bool]]:
+        """The global-batch mean of the per-rank losses, the gradient norm (the same on every rank: the gradients
+        are all-reduced) and each flag or-ed over the ranks, in one transfer from the device (one collective):
         every rank logs the same loss and stops (signal, time budget, non-finite loss) at the same step."""
-        if self.world_size == 1:
-            return loss.item(), list(flags)
-        values = torch.cat([loss.detach().double().reshape(1),
-                            torch.tensor(flags, dtype=torch.float64, device=loss.device)])
-        torch_dist.all_reduce(values)  # sum; every rank holds the same number of rows, so sum / N is the mean
-        total, *raised = values.tolist()
-        return total / self.world_size, [r > 0 for r in raised]
+        values = torch.cat([loss.detach().double().reshape(1), grad_norm.detach().double().reshape(1),
+                            torch.tensor(flags, dtype=torch.float64).to(loss.device, non_blocking=True)])
+        if self.world_size > 1:
+            torch_dist.all_reduce(values)  # sum; every rank holds the same number of rows, so sum / N is the mean
+        total, norm, *raised = values.tolist()
+        return total / self.world_size, norm / self.world_size, [r > 0 for r in raised]
 
     def max_over_ranks(self, *values: float) -> list[float]:
         """Each value's maximum over the ranks, in one collective (the values themselves when alone)."""
@@ -86,6 +105,14 @@ class DistContext:
         parts: list = [None] * self.world_size
         torch_dist.all_gather_object(parts, obj)
         return parts
+
+    def rank_rows(self, hidden):
+        """This rank's rows (dimension 1) of a global-batch hidden state: the inverse of gather_rows."""
+        if hidden is None or self.world_size == 1:
+            return hidden
+        rows = (hidden[0] if isinstance(hidden, tuple | list) else hidden).size(1)
+        per_rank = rows // self.world_size
+        return select_hidden(hidden, slice(self.rank * per_rank, (self.rank + 1) * per_rank))
 
     def gather_rows(self, hidden):
         """A per-rank hidden state (L, B/N, H) (or an (h, c) pair) -> the global batch's (L, B, H), rank order."""

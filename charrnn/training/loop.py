@@ -11,12 +11,11 @@ import signal
 from pathlib import Path
 
 from charrnn.config import Config
-from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
 from charrnn.run.lock import hold_run_folder
 from charrnn.training import distributed
+from charrnn.training.setup import setup_trainer
 from charrnn.training.signals import Interrupted
 from charrnn.training.state import RunResult
-from charrnn.training.trainer import Trainer
 
 
 def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
@@ -33,11 +32,11 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
 
 
 def _train(cfg: Config, root: Path, *, resume: bool, overwrite: bool, quiet: bool, device: str | None) -> RunResult:
-    trainer = Trainer.setup(cfg, root=root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
+    trainer = setup_trainer(cfg, root=root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
     t, state = trainer.cfg.train, trainer.state
     with trainer.session() as signals:
         if state.step == 0 and trainer.cfg.init_from:
-            trainer.evaluate()  # fine-tuning: the source model on the new text, where the run starts from
+            trainer.validate()  # fine-tuning: the source model on the new text, where the run starts from
         stopped_by = trainer.stop_reason(time_up=trainer.agreed_out_of_time())
         while stopped_by is None:
             out = trainer.train_step(signalled=bool(signals))  # one update; the ranks agree on every flag
@@ -48,7 +47,7 @@ def _train(cfg: Config, root: Path, *, resume: bool, overwrite: bool, quiet: boo
             if checkpoint_due or eval_due:
                 trainer.sync_ranks()  # a collective, so only at steps that are the same on every rank
             if eval_due:
-                stopped_by = trainer.evaluate(stopped_by)  # or "early_stop", when train.patience runs out
+                stopped_by = trainer.validate(stopped_by)  # or "early_stop", when train.patience runs out
                 checkpoint_due = checkpoint_due or stopped_by
             if trainer.sample_due():
                 trainer.log_sample()

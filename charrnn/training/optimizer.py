@@ -7,7 +7,6 @@ import math
 import torch
 
 from charrnn.config import Config
-from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -34,8 +33,15 @@ def lr_factor(cfg: Config, step: int, progress: float) -> float:
     if t.lr_schedule == "cosine":
         return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     if t.lr_schedule == "step":
-        return t.lr_step_gamma ** math.floor(progress / t.lr_step_every)
+        return t.lr_step_gamma ** step_drops(progress, t.lr_step_every)
     return 1.0
+
+
+def step_drops(progress: float, every: float) -> int:
+    """How many times the step schedule has cut the LR at this fraction of the run: at every, 2 x every, ...,
+    but not in the last half interval, where a cut would come too late to matter (0.33: at 1/3 and 2/3 only)."""
+    last = math.floor((1.0 - every / 2) / every + 1e-9)
+    return min(math.floor(progress / every + 1e-9), last)
 
 
 def total_steps_for(cfg: Config, train_chars: int) -> int | None:
@@ -44,6 +50,14 @@ def total_steps_for(cfg: Config, train_chars: int) -> int | None:
     if cfg.train.max_steps is not None:
         limits.append(cfg.train.max_steps)
     if cfg.train.max_epochs is not None:
-        per_step = cfg.train.batch_size * cfg.train.seq_length
-        limits.append(max(1, math.ceil(cfg.train.max_epochs * train_chars / per_step)))
+        limits.append(max(1, math.ceil(cfg.train.max_epochs * steps_per_epoch(cfg, train_chars) - 1e-9)))
     return min(limits) if limits else None
+
+
+def steps_per_epoch(cfg: Config, train_chars: int) -> float:
+    """Steps in one pass over the training text: stateful batching reads its streams' whole batches once
+    (what ContiguousStreams calls an epoch); random windows count characters."""
+    t = cfg.train
+    if t.batching == "stateful":
+        return max(1, (train_chars - 1) // t.batch_size // t.seq_length)
+    return train_chars / (t.batch_size * t.seq_length)

@@ -7,25 +7,24 @@ from pathlib import Path
 import torch
 
 from charrnn.config import Config
-from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
 from charrnn.errors import UserError
 from charrnn.model import CharRNN
 from charrnn.run.checkpoint import load_resume_checkpoint
 from charrnn.run.folder import RunPaths, check_run_dir
 from charrnn.training import autosize, distributed
-from charrnn.training.state import TrainState, _set_rng_state
+from charrnn.training.state import TrainState, set_rng_state
 
 
-def _resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
+def resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
     """The config to resume with (an auto keeps what the run chose) and last.pt, checked against each other."""
     paths = check_run_dir(root, resume=True)  # last.pt exists and the folder can be written
     saved = load_resume_checkpoint(paths)  # a damaged last.pt: the error names an intact checkpoint
     cfg = autosize.keep_resolved(cfg, saved["config"])
-    _check_resumable(saved["config"], cfg)
+    check_resumable(saved["config"], cfg)
     return cfg, saved
 
 
-def _restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch.device,
+def restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch.device,
              dist: distributed.DistContext, root: Path) -> TrainState:
     """Put a checkpoint's weights, optimizer, data position and RNG back; return its TrainState."""
     try:
@@ -35,9 +34,9 @@ def _restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch
         batcher.load_state_dict(state.data)
         rngs = state.rank_rngs
         if rngs is not None and len(rngs) == dist.world_size:
-            _set_rng_state(rngs[dist.rank], dev)
+            set_rng_state(rngs[dist.rank], dev)
         elif dist.rank == 0:
-            _set_rng_state(state.rng, dev)
+            set_rng_state(state.rng, dev)
         if saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
@@ -51,7 +50,7 @@ _FIXED_ON_RESUME = ("model.*", "data.val_fraction", "data.test_fraction", "train
                     "train.seq_length", "train.optimizer")
 
 
-def _check_resumable(saved: dict, cfg: Config) -> None:
+def check_resumable(saved: dict, cfg: Config) -> None:
     """Refuse, before anything is written, a resume whose config changes a setting the checkpoint depends on."""
     now = cfg.to_dict()
     for key in _FIXED_ON_RESUME:

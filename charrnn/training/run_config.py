@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from charrnn.config import Config, apply_overrides, config_from_dict, read_yaml
-from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
+from charrnn.data.corpus import resolve_data_paths
 from charrnn.errors import UserError
 from charrnn.run.folder import RunPaths
 from charrnn.training import finetune

@@ -8,8 +8,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
-
 
 class Interrupted(Exception):
     """Training stopped on a signal after saving a checkpoint."""
@@ -24,7 +22,7 @@ class Interrupted(Exception):
 
 
 @contextmanager
-def _stop_on_signals(repeat_grace_s: float = 0.0):
+def stop_on_signals(repeat_grace_s: float = 0.0):
     """Turn SIGINT/SIGTERM into a flag checked at step boundaries (main thread only); a second signal, say
     during a long evaluation, stops at once (atomic writes keep last.pt whole, the CLI exits 130)."""
     caught: list[int] = []

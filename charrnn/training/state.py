@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
 from charrnn.evaluate import Metrics
 from charrnn.model import Hidden
 
@@ -19,10 +18,12 @@ class RunResult:
     step: int
     elapsed_s: float
     chars_per_sec: float
-    val: Metrics | None
+    val: Metrics | None  # the last evaluation (of the final model)
     best_val_loss: float
-    stopped_by: str  # "max_steps" | "max_epochs" | "time_budget"
+    stopped_by: str  # "max_steps" | "max_epochs" | "time_budget" | "early_stop"
     is_main: bool = True  # False in the other processes of a torchrun job (they write nothing)
+    best_step: int = -1  # the step best.pt holds: the model `sample` and `eval` use by default
+    predicted_chars_per_sec: float | None = None  # hidden_size: auto's prediction for the run, to compare
 
 
 @dataclass
@@ -71,14 +72,14 @@ class StepOutcome:
     time_up: bool  # some rank ran out of the time budget
 
 
-def _rng_state(device: torch.device) -> dict:
+def rng_state(device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict, device: torch.device) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)

@@ -1,0 +1,51 @@
+"""Writing a run's checkpoints: last.pt (what --resume continues from) and best.pt (the lowest val loss so far).
+A checkpoint holds the model, the optimizer, the scaler and the whole TrainState, so resuming is "load the state,
+continue the loop"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from charrnn.config import Config
+from charrnn.run.checkpoint import save_checkpoint
+from charrnn.run.folder import RunPaths
+from charrnn.training.distributed import DistContext
+from charrnn.training.state import TrainState, rng_state
+from charrnn.vocab import Vocab
+
+
+@dataclass
+class Checkpoints:
+    """Saves a session's checkpoints (rank 0 only) and remembers how many it wrote."""
+
+    cfg: Config
+    paths: RunPaths
+    dist: DistContext
+    vocab: Vocab
+    first_char: str  # what `sample` starts from when given no prime
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    batcher: object
+    written: int = 0
+
+    def save(self, path: Path, state: TrainState, elapsed: float) -> None:
+        """Write a checkpoint of the model and the whole state at this step (atomically)."""
+        if not self.dist.is_main:
+            return
+        device = next(self.model.parameters()).device
+        state.elapsed = elapsed
+        state.data = self.batcher.state_dict()
+        state.rng = rng_state(device)
+        payload = {"config": self.cfg.to_dict(), "vocab": self.vocab.chars, "first_char": self.first_char,
+                   "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                   "scaler": self.scaler.state_dict(), **state.to_dict()}
+        save_checkpoint(payload, path)
+        self.written += 1
+
+    def last_good(self) -> str:
+        """The checkpoint a failed run can be resumed from, for its error message."""
+        return str(self.paths.last) if self.paths.last.exists() else "none"

@@ -1,0 +1,70 @@
+"""Validation during training: what text is scored at each evaluation, and when patience runs out.
+
+An evaluation scores the validation split with the same function as `charrnn eval` (evaluate.evaluate). On a
+large corpus it scores a fixed sample of the split (train.eval_max_chars: auto): streams spread evenly over all
+of it, the same characters every time, so that evaluations stay comparable and cheap beside training;
+`charrnn eval` scores the whole split.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from charrnn.config import Config, is_auto
+from charrnn.errors import TrainingFailed
+from charrnn.evaluate import Metrics, evaluate
+from charrnn.model import CharRNN
+from charrnn.training.distributed import DistContext
+from charrnn.training.state import TrainState
+
+# train.eval_max_chars: auto scores at least this many characters (all of a smaller split) ...
+EVAL_MIN_CHARS = 200_000
+# ... and at most this share of the characters trained between two evaluations: scoring runs forward only, on
+# larger batches, at several times the training speed, so an evaluation then costs a few percent of the time.
+EVAL_SHARE = 0.25
+
+
+def eval_char_cap(cfg: Config) -> int | None:
+    """How many validation characters an evaluation during training scores (None: the whole split)."""
+    t = cfg.train
+    if not is_auto(t.eval_max_chars):
+        return t.eval_max_chars
+    return max(EVAL_MIN_CHARS, int(EVAL_SHARE * t.eval_every * t.batch_size * t.seq_length))
+
+
+class Validation:
+    """The text evaluations score (the val split; the training text when val is empty) and the patience rule."""
+
+    def __init__(self, cfg: Config, splits: dict[str, np.ndarray], device: torch.device, precision: str,
+                 dist: DistContext):
+        self.ids, self.name = splits["val"], "val"
+        if len(self.ids) < 2:
+            self.ids, self.name = splits["train"], "train"  # tiny corpora: score the training text
+        self.patience, self.device, self.precision, self.dist = cfg.train.patience, device, precision, dist
+        self.max_chars = eval_char_cap(cfg)
+        self.chars = len(self.ids) - 1 if self.max_chars is None else min(len(self.ids) - 1, self.max_chars)
+
+    def score(self, model: CharRNN, step: int, last_good: str) -> Metrics:
+        metrics = evaluate(model, self.ids, batch_size=64, device=self.device, precision=self.precision,
+                           max_chars=self.max_chars)
+        if not math.isfinite(metrics.loss):
+            raise TrainingFailed(f"validation loss is {metrics.loss} at step {step}; last good checkpoint: "
+                                 f"{last_good}")
+        return metrics
+
+    def record(self, state: TrainState, metrics: Metrics, stopped_by: str | None) -> tuple[bool, str | None]:
+        """Put an evaluation into the state; returns whether it is the best so far, and why the run stops:
+        stopped_by, or "early_stop" once train.patience evaluations in a row brought no better val loss (all
+        ranks agree)."""
+        state.val, state.val_step = metrics, state.step
+        better = metrics.loss < state.best_val
+        state.evals_since_best = 0 if better else state.evals_since_best + 1
+        patience = self.patience
+        if stopped_by is None and self.dist.any_rank(bool(patience) and state.evals_since_best >= patience):
+            stopped_by = "early_stop"
+        if better:
+            state.best_val, state.best_step = metrics.loss, state.step
+        return better, stopped_by
