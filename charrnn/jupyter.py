@@ -45,7 +45,7 @@ class NotebookProgress:
         self.lines: list[str] = []
         self.total, self.completed, self.fields = 1.0, 0.0, {}
         self._handle = None
-        self._drawn_at = 0.0
+        self._drawn_at = self._started = time.monotonic()
 
     def add_task(self, _description: str, *, total: float, completed: float = 0, **fields: str) -> int:
         self.total, self.completed, self.fields = float(total) or 1.0, float(completed), dict(fields)
@@ -60,8 +60,8 @@ class NotebookProgress:
     def start(self) -> None:
         from IPython.display import display
 
+        self._drawn_at = self._started = time.monotonic()
         self._handle = display(self._bundle(), raw=True, display_id=True)
-        self._drawn_at = time.monotonic()
 
     def stop(self) -> None:
         self.draw(force=True)
@@ -74,11 +74,11 @@ class NotebookProgress:
         self._drawn_at = now
 
     def status(self) -> str:
-        """The bar's line of text: train 40% step 120/300  loss 1.234  val 1.301  41,000 chars/s."""
+        """The bar's line of text: train  40%  120/300  loss 1.234  val 1.301  41,000 chars/s  12 s."""
         f = self.fields
         share = min(self.completed / self.total, 1.0)
         return (f"{self.label} {share:4.0%}  {f.get('where', '')}  loss {f.get('loss', '-')}  val {f.get('val', '-')}"
-                f"  {f.get('speed', '-')} chars/s")
+                f"  {f.get('speed', '-')} chars/s  {time.monotonic() - self._started:.0f} s")
 
     def _bundle(self) -> dict[str, str]:
         share = min(self.completed / self.total, 1.0)
