@@ -3,6 +3,8 @@ weight in a hand-written step fails it."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -15,7 +17,14 @@ NOTEBOOK = REPO / "notebooks" / "rnn-from-scratch.ipynb"
 
 
 def execute(nb: nbformat.NotebookNode, runs: Path, monkeypatch) -> nbformat.NotebookNode:
-    """Run every cell in a fresh kernel from the notebook's folder, its run folders under `runs`."""
+    """Run every cell in a fresh kernel of this interpreter (a python3 kernelspec installed elsewhere on the
+    machine must not take its place) from the notebook's folder, its run folders under `runs`."""
+    spec = runs.parent / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3", "language": "python"}), encoding="utf-8")
+    monkeypatch.setenv("JUPYTER_PATH", str(spec.parent.parent))  # searched before the user's and the system's
     monkeypatch.setenv("CHARRNN_NOTEBOOK_RUNS", str(runs))
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}})
