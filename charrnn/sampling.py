@@ -77,17 +77,23 @@ def choose_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Ge
     return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
-def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: SamplingOptions = SamplingOptions(),
-             num_samples: int = 1, seed: int | None = None, device: torch.device | str = "cpu",
-             precision: str = "fp32") -> Iterator[list[str]]:
-    """Yield, for each of `length` steps, the next character of each of the num_samples streams; the model
-    runs under `precision` autocast (fp32, bf16, fp16: see device.inference_precision)."""
+def check_request(vocab: Vocab, prime: str, length: int, num_samples: int, seed: int | None) -> None:
+    """Refuse a request generation cannot serve (checked before any output: generate() is lazy)."""
     if not prime:
         raise UserError("the prime text is empty; pass at least one character with --prime")
     if length < 0 or num_samples < 1:
         raise UserError("--length must be >= 0 and --num-samples >= 1")
     if seed is not None and not 0 <= seed < 2**64:  # what torch.Generator takes
         raise UserError(f"--seed must be from 0 to 2**64 - 1, got {seed}")
+    vocab.encode(prime)  # a character outside the vocabulary is named
+
+
+def generate(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: SamplingOptions = SamplingOptions(),
+             num_samples: int = 1, seed: int | None = None, device: torch.device | str = "cpu",
+             precision: str = "fp32") -> Iterator[list[str]]:
+    """Yield, for each of `length` steps, the next character of each of the num_samples streams; the model
+    runs under `precision` autocast (fp32, bf16, fp16: see device.inference_precision)."""
+    check_request(vocab, prime, length, num_samples, seed)
     prime_ids = torch.from_numpy(vocab.encode(prime)).to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
@@ -228,15 +234,46 @@ class Samples:
         return ["".join(part) for part in self.parts]
 
 
+class SampleStream:
+    """The one sampling loop (`charrnn sample`, `Model.sample`/`Model.stream`, TensorBoard samples): iterating
+    yields, per sample, the prime, then what each step lets it show, then what its StopFilter held back; joined,
+    a sample's pieces are its text. After the loop: texts(), stopped, generated (characters drawn, all samples)."""
+
+    def __init__(self, model: CharRNN, vocab: Vocab, *, prime: str, length: int,
+                 opts: SamplingOptions = SamplingOptions(), num_samples: int = 1, seed: int | None = None,
+                 stop: str | None = None, device: torch.device | str = "cpu", precision: str = "fp32"):
+        check_request(vocab, prime, length, num_samples, seed)  # refused here, before any output
+        self.prime, self.num_samples, self.generated = prime, num_samples, 0
+        self._samples = Samples(prime, num_samples, stop)
+        self._steps = generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
+                               seed=seed, device=device, precision=precision)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        yield [self.prime] * self.num_samples
+        for chars in self._steps:
+            self.generated += self.num_samples
+            yield self._samples.add(chars)
+            if self._samples.done:
+                break
+        self._steps.close()
+        yield self._samples.finish()
+
+    @property
+    def stopped(self) -> list[bool]:
+        """Which samples ended at their stop string (rather than at the length)."""
+        return self._samples.stopped
+
+    def texts(self) -> list[str]:
+        """Each sample's whole text, prime included (complete once the loop has ended)."""
+        return self._samples.texts()
+
+
 def sample_text(model: CharRNN, vocab: Vocab, *, prime: str, length: int, opts: SamplingOptions = SamplingOptions(),
                 num_samples: int = 1, seed: int | None = None, stop: str | None = None,
                 device: torch.device | str = "cpu", precision: str = "fp32") -> list[str]:
     """Whole samples (prime + generated, cut at `stop`: see StopFilter), for scripts and TensorBoard."""
-    samples = Samples(prime, num_samples, stop)
-    for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
-                          seed=seed, device=device, precision=precision):
-        samples.add(chars)
-        if samples.done:
-            break
-    samples.finish()
-    return samples.texts()
+    stream = SampleStream(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples, seed=seed,
+                          stop=stop, device=device, precision=precision)
+    for _ in stream:
+        pass
+    return stream.texts()

@@ -19,6 +19,7 @@ from rich.progress import (
 )
 
 from charrnn.console import stderr_console
+from charrnn.jupyter import NotebookProgress, in_jupyter
 from charrnn.safe_files import atomic_write
 from charrnn.vocab import visible_char
 
@@ -71,8 +72,10 @@ class Tracker:
         self._progress = None
         self._task = None
         self._last_val = float("nan")
-        if enabled and not quiet and self.console.is_terminal and sys.stdout.isatty():
-            by_time = total_steps is None
+        by_time = total_steps is None
+        if enabled and not quiet and in_jupyter():  # a notebook: an HTML bar, updated in place
+            self._progress = NotebookProgress()
+        elif enabled and not quiet and self.console.is_terminal and sys.stdout.isatty():
             self._progress = Progress(
                 TextColumn("[bold]train"),
                 BarColumn(),
@@ -86,6 +89,7 @@ class Tracker:
                 console=self.console,
                 transient=False,
             )
+        if self._progress is not None:
             total = float(total_steps) if not by_time else float(time_budget)
             self._task = self._progress.add_task("train", total=total, completed=0 if by_time else start_step,
                                                  where="", loss="-", val="-", speed="-")

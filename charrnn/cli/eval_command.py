@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from charrnn.cli.typer_app import PRECISION_HELP, app, check_split, handles_errors, load_run, metrics_table
+from charrnn.cli.typer_app import PRECISION_HELP, app, check_split, handles_errors, metrics_table
 from charrnn.data.run_corpus import TOO_SHORT, run_split_ids
 from charrnn.errors import UserError
 
@@ -34,11 +34,12 @@ def eval_(
     from charrnn.data.cache import load_corpus
     from charrnn.data.corpus import run_cache_dir
     from charrnn.device import inference_precision
-    from charrnn.evaluate import evaluate
+    from charrnn.trained import load
 
     check_split(split)
-    _, model, vocab, cfg, dev = load_run(run, checkpoint, device)
-    precision = inference_precision(precision, dev, cfg.model.cell)
+    m = load(run, checkpoint=checkpoint, device=device or "cpu")
+    vocab, cfg = m.vocab, m.config
+    precision = inference_precision(precision, m.device, cfg.model.cell)  # refused before the corpus is read
     if data is not None:
         if data.is_file() and data.stat().st_size == 0:
             raise UserError(f"--data {data} is empty; {TOO_SHORT}")
@@ -48,7 +49,7 @@ def eval_(
             raise UserError(f"--data {data} holds {len(ids)} character; {TOO_SHORT}")
     else:
         ids, source = run_split_ids(run, cfg, vocab, split, "--data FILE")
-    metrics = evaluate(model, ids, device=dev, precision=precision)
+    metrics = m.evaluate(ids, precision=precision)
     if as_json:
         print(json.dumps(metrics.to_dict()))
         return

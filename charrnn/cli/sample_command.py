@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from charrnn.cli.typer_app import PRECISION_HELP, app, handles_errors, load_run, read_file_option
+from charrnn.cli.typer_app import PRECISION_HELP, app, handles_errors, read_file_option
 from charrnn.config import MAX_SEED
 from charrnn.data.run_corpus import open_run_corpus
 from charrnn.errors import UserError
@@ -49,52 +49,42 @@ def sample(
 
     Example: charrnn sample runs/names --stop "\\n" --num-samples 64 --novelty
     """
-    from charrnn.device import inference_precision
-    from charrnn.memory import check_sampling_fits
-    from charrnn.sampling import Samples, SamplingOptions, decode_escapes, generate
+    from charrnn.sampling import decode_escapes
+    from charrnn.trained import load
 
-    opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
     if prime is not None and prime_file is not None:
         raise UserError("pass --prime or --prime-file, not both")
     stop = decode_escapes(stop) if stop else None
-    state, model, vocab, cfg, dev = load_run(run, checkpoint, device)
-    precision = inference_precision(precision, dev, cfg.model.cell)
-    check_sampling_fits(model, num_samples, dev)
+    m = load(run, checkpoint=checkpoint, device=device or "cpu")
     if prime_file is not None:
         prime = read_file_option(prime_file, "--prime-file", "put the text to start from in it, or use --prime TEXT")
-    if prime is None:
-        prime = state.get("first_char") or vocab.chars[0]
     if prime == "":
         raise UserError("the prime text is empty; pass at least one character with --prime")
-    vocab.encode(prime)  # a character outside the vocabulary is named before any output
-    index = _novelty_index(run, cfg, vocab) if novelty else None  # a missing corpus is named before any output
-    samples = Samples(prime, num_samples, stop)
-    stream = num_samples == 1 and not as_json
+    # The options, the prime's characters and the memory are checked here, before any output; so is the corpus.
+    stream = m.sample_stream(prime or "", length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                             seed=seed, num_samples=num_samples, stop=stop, precision=precision)
+    index = _novelty_index(run, m.config, m.vocab) if novelty else None
+    _print_samples(stream, as_json, index, m.vocab, stop)
+
+
+def _print_samples(stream, as_json: bool, index, vocab, stop: str | None) -> None:
+    """One sample streams to stdout as it is generated; several (or --json) are printed once finished."""
+    live = stream.num_samples == 1 and not as_json
     out = sys.stdout
     start = time.perf_counter()
-    generated = 0
-    if stream:
-        out.write(prime)
-        out.flush()
-    for chars in generate(model, vocab, prime=prime, length=length, opts=opts, num_samples=num_samples,
-                          seed=seed, device=dev, precision=precision):
-        generated += num_samples
-        pieces = samples.add(chars)
-        if stream and pieces[0]:
+    for pieces in stream:
+        if live and pieces[0]:
             out.write(pieces[0])
             out.flush()
-        if samples.done:
-            break
-    tails = samples.finish()
-    speed = generated / max(time.perf_counter() - start, 1e-9)
-    texts = samples.texts()
+    speed = stream.generated / max(time.perf_counter() - start, 1e-9)
+    texts = stream.texts()
     reports = None
     if index is not None:
         from charrnn.novelty import novelty as novelty_of
 
-        reports = [novelty_of(index, vocab, t, stop, done) for t, done in zip(texts, samples.stopped, strict=True)]
-    if stream:
-        out.write(tails[0] + "\n" + (reports[0].describe() + "\n" if reports else ""))
+        reports = [novelty_of(index, vocab, t, stop, done) for t, done in zip(texts, stream.stopped, strict=True)]
+    if live:
+        out.write("\n" + (reports[0].describe() + "\n" if reports else ""))
     elif as_json:
         result = {"samples": texts, "chars_per_sec": round(speed, 1)}
         if reports:

@@ -12,12 +12,14 @@ from charrnn.run.folder import RunPaths
 from charrnn.training import finetune
 
 
-def training_config(config: str | Path | None, overrides: list[str], *, data: str | Path | list | None = None,
-                    name: str | None = None, run_dir: str | Path | None = None, resume: bool = False,
+def training_config(config: str | Path | dict | Config | None, overrides: list[str], *,
+                    data: str | Path | list | None = None, name: str | None = None,
+                    run_dir: str | Path | None = None, resume: bool = False,
                     init_from: str | Path | None = None) -> tuple[Config, Path | None]:
     """The config and run folder a `charrnn train` invocation means: the YAML file plus --data/--name/--set,
     or, on --resume, the run folder's own config.yaml plus the same overrides (e.g. a longer max_steps).
-    With init_from (fine-tuning) the model section is the source's; a config that sets another is refused."""
+    With init_from (fine-tuning) the model section is the source's; a config that sets another is refused.
+    config may also be the config's data itself (a dict, or a Config), as the Python API passes it."""
     overrides = list(overrides)
     if init_from is not None:
         if resume:
@@ -31,7 +33,7 @@ def training_config(config: str | Path | None, overrides: list[str], *, data: st
         overrides.append(f"data.path={json.dumps(paths)}")
     if config is None and not (resume and (run_dir or name)):
         raise UserError("pass --config FILE (e.g. --config configs/ihello.yaml), or --resume with --run-dir")
-    base = read_yaml(config) if config is not None else {}
+    base = _config_data(config)
     if resume:
         if run_dir is None:
             named = config_from_dict(apply_overrides(base, overrides))
@@ -45,3 +47,16 @@ def training_config(config: str | Path | None, overrides: list[str], *, data: st
         raw = finetune.take_source_model(raw)
     cfg = config_from_dict(raw)
     return resolve_data_paths(cfg), Path(run_dir) if run_dir is not None else None
+
+
+def _config_data(config: str | Path | dict | Config | None) -> dict:
+    """The raw config data of a YAML file, a dict or a Config (overrides then apply to it)."""
+    if config is None:
+        return {}
+    if isinstance(config, Config):
+        return config.to_dict()
+    if isinstance(config, dict):
+        return apply_overrides(config, [])  # a copy: the caller's dict is never changed
+    if isinstance(config, str | Path):
+        return read_yaml(config)
+    raise UserError(f"config must be a YAML file's path, a dict or a charrnn Config, got {type(config).__name__}")

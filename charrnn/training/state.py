@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,18 @@ class RunResult:
     is_main: bool = True  # False in the other processes of a torchrun job (they write nothing)
     best_step: int = -1  # the step best.pt holds: the model `sample` and `eval` use by default
     predicted_chars_per_sec: float | None = None  # hidden_size: auto's prediction for the run, to compare
+
+    def load(self, checkpoint: str = "best", device: str = "cpu"):
+        """The trained model (charrnn.load of the run folder): `charrnn.train(...).load().sample("h", 6)`."""
+        from charrnn.trained import load
+
+        return load(self.run_dir, checkpoint=checkpoint, device=device)
+
+    def history(self) -> list[dict]:
+        """The run's metrics.jsonl: one dict per evaluation (step, train_loss, val_loss, val_bpc, ...)."""
+        path = Path(self.run_dir) / "metrics.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        return [json.loads(line) for line in lines if line.strip()]
 
 
 @dataclass
