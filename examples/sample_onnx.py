@@ -1,4 +1,4 @@
-"""Sample from a model written by `charrnn export --format onnx`, with numpy and onnxruntime only (no torch, no charrnn).
+"""Sample from a model written by `charrnn export --format onnx` with numpy and onnxruntime only (no torch, no charrnn).
 
     python examples/sample_onnx.py model.onnx --prime "ROMEO:" --length 300              # greedy
     python examples/sample_onnx.py model.onnx --prime "ROMEO:" --temperature 0.8 --seed 1
@@ -35,7 +35,7 @@ rng = np.random.default_rng(args.seed)
 
 def step(char_id: int) -> np.ndarray:
     logits, *new_state = session.run(None, {"ids": np.array([char_id], np.int64), **state})
-    state.update(zip(state, new_state))
+    state.update(zip(state, new_state, strict=True))
     return logits[0]
 
 
