@@ -13,6 +13,7 @@ The run is trained first where it is missing:
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -87,6 +88,17 @@ class Chromium:
         target = self.send("Target.createTarget", {"url": url})["targetId"]
         return self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
 
+    def screenshot(self, url: str, path: Path, width: int, height: int) -> None:
+        """A PNG of the page at url once it has finished generating (document.body.dataset.state)."""
+        session = self.open("about:blank")
+        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                         "mobile": False}, session)
+        self.send("Page.navigate", {"url": url}, session)
+        while self.evaluate(session, "document.body && document.body.dataset.state") not in ("done", "error"):
+            time.sleep(0.2)
+        png = self.send("Page.captureScreenshot", {"format": "png"}, session)["data"]
+        path.write_bytes(base64.b64decode(png))
+
     def evaluate(self, session: str, expression: str):
         result = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
                                                 "returnByValue": True}, session)
@@ -158,14 +170,30 @@ def torch_speed(model, streams: int, length: int) -> float:
     return run(length)
 
 
+def screenshot(model, path: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp, "page.html")
+        page.write_bytes(render_page(model))
+        browser = Chromium(shutil.which("chromium") or "chromium")
+        try:
+            fragment = "#prime=ROMEO:&length=1000&temperature=0.8&top_p=0.95&seed=4&run=1"
+            browser.screenshot(page.resolve().as_uri() + fragment, path, 1200, 900)
+        finally:
+            browser.close()
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=REPO / "runs" / "export-bench")
     parser.add_argument("--length", type=int, default=5000)
+    parser.add_argument("--screenshot", type=Path, help="only write a PNG of the page (1200x900) there")
     args = parser.parse_args()
     if not args.run.exists():
         subprocess.run([sys.executable, "-m", "charrnn", "train", *TRAIN, "--run-dir", str(args.run)], check=True)
     model = load(args.run)
+    if args.screenshot:
+        return screenshot(model, args.screenshot)
     params = sum(p.numel() for p in model.net.parameters())
     print(f"CPU: {describe_cpu()}; {torch.get_num_threads()} torch threads")
     print(f"model: {describe_model(model.net)}, V={len(model.vocab)}, {params:,} parameters, "

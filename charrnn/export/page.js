@@ -173,7 +173,7 @@ async function run() {
     output.replaceChildren(node);
     result = await generate(raw, (piece, speed) => {
       node.appendData(piece);
-      if (speed) $("speed").textContent = Math.round(speed).toLocaleString("en") + " chars/s";
+      if (speed && Number.isFinite(speed)) $("speed").textContent = Math.round(speed).toLocaleString("en") + " chars/s";
     });
   } catch (e) {
     output.replaceChildren();
