@@ -4,6 +4,7 @@ model does, the example sampler prints the CLI's greedy text, and the refusals a
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import os
 import re
@@ -289,12 +290,10 @@ def special_runs(runs, tmp_path_factory) -> dict[str, Path]:
     return {"bf16": bf16, "tuned": tuned}
 
 
-def test_bf16_and_fine_tuned_runs_export_the_same(special_runs, browser, ort, tmp_path):
-    tuned = special_runs["tuned"]
-    assert {"\u00e9", "\u00c9", "{"} <= set(load(tuned).vocab.chars)
+def test_bf16_and_fine_tuned_runs_export_the_same_page(special_runs, browser, tmp_path):
+    assert {"\u00e9", "\u00c9", "{"} <= set(load(special_runs["tuned"]).vocab.chars)
     tuned_text = TEXT.replace("e", "\u00e9")[:300] + "{~}"
     for name, run in special_runs.items():
-        assert onnx_logits_error(ort, run, export(run, tmp_path / f"{name}.onnx", "--format", "onnx"), 8) < 1e-4
         page = export(run, tmp_path / f"{name}.html")
         prime, text = ("M\u00c9N\u00e9", tuned_text) if name == "tuned" else (PRIME, TEXT)
         dom = open_page(browser, page, fragment(prime=prime, length=200, greedy=1, run=1, probe=text), tmp_path / "p")
@@ -303,13 +302,19 @@ def test_bf16_and_fine_tuned_runs_export_the_same(special_runs, browser, ort, tm
                                    rtol=0)
 
 
+def test_bf16_and_fine_tuned_runs_export_the_same_onnx(special_runs, ort, tmp_path):
+    for name, run in special_runs.items():
+        assert onnx_logits_error(ort, run, export(run, tmp_path / f"{name}.onnx", "--format", "onnx"), 8) < 1e-4
+
+
 # ---- where it writes, and the refusals -------------------------------------------------------------------------------
 
 def test_default_out_is_in_the_run_folder_and_existing_files_need_overwrite(runs, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(runs["rnn-onehot"], run)
     assert invoke("export", run).exit_code == 0 and (run / "run.html").is_file()
-    assert invoke("export", run, "--format", "onnx").exit_code == 0 or pytest.importorskip("onnx")
+    if importlib.util.find_spec("onnx") is not None:
+        assert invoke("export", run, "--format", "onnx").exit_code == 0 and (run / "run.onnx").is_file()
     one_line_error(invoke("export", run), f"{run / 'run.html'} exists", "--overwrite")
     before = (run / "run.html").stat().st_mtime_ns
     assert invoke("export", run, "--overwrite", "--weights", "fp16").exit_code == 0

@@ -15,8 +15,6 @@ import torch
 
 from charrnn.model import CharRNN
 
-GATES_PER_CELL = {"rnn": 1, "gru": 3, "lstm": 4}
-
 
 @dataclass
 class StepWeights:
@@ -49,7 +47,6 @@ class StepWeights:
 def step_weights(net: CharRNN) -> StepWeights:
     """The weights of `net` (any device or dtype) as float32 numpy arrays in the one-step layout."""
     cfg, rnn = net.cfg, net.rnn
-    gates_h = GATES_PER_CELL[cfg.cell] * cfg.hidden_size
     arrays: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for k in range(cfg.num_layers):
@@ -73,7 +70,6 @@ def step_weights(net: CharRNN) -> StepWeights:
             arrays["head_w"] = net.head.weight.float().cpu()
         arrays["head_b"] = net.head.bias.float().cpu()
     out = {name: np.ascontiguousarray(t.detach().numpy(), dtype=np.float32) for name, t in arrays.items()}
-    assert out[f"w_hh{cfg.num_layers - 1}"].shape == (gates_h, cfg.hidden_size)
     return StepWeights(cell=cfg.cell, nonlinearity=cfg.nonlinearity if cfg.cell == "rnn" else "tanh",
                        num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, vocab_size=net.vocab_size,
                        arrays=out)
