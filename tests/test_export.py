@@ -176,6 +176,36 @@ def test_seeded_samples_repeat_and_every_setting_is_read(runs, browser, tmp_path
     assert "seed 7" in status and "600 characters" in status
 
 
+def test_the_controls_generate_and_stop(runs, browser, tmp_path):
+    page = export(runs["lstm-embedding"], tmp_path / "page.html")
+    driven = tmp_path / "driven.html"  # a person's clicks: settings typed into the form, then Generate
+    driven.write_text(page.read_text(encoding="utf-8").replace("</body>", """<script>
+      charrnn.ready.then(() => {
+        document.getElementById("prime").value = "MEN";
+        document.getElementById("length").value = "120";
+        document.getElementById("greedy").checked = true;
+        document.getElementById("generate").click();
+      });
+    </script></body>"""), encoding="utf-8")
+    dom = open_page(browser, driven, "", tmp_path / "p")
+    assert state(dom) == "done", element(dom, "div", "status")
+    assert element(dom, "pre", "output") + "\n" == cli_greedy(runs["lstm-embedding"], "MEN", 120)
+    stopped = tmp_path / "stopped.html"
+    stopped.write_text(page.read_text(encoding="utf-8").replace("</body>", """<script>
+      charrnn.ready.then(() => {
+        document.getElementById("length").value = "100000000";
+        const output = document.getElementById("output");
+        new MutationObserver(() => {  // Stop once some text has streamed in
+          if (output.textContent.length > 3000) document.getElementById("stop").click();
+        }).observe(output, { childList: true, subtree: true, characterData: true });
+        document.getElementById("generate").click();
+      });
+    </script></body>"""), encoding="utf-8")
+    dom = open_page(browser, stopped, "", tmp_path / "p")
+    assert state(dom) == "done" and "stopped after" in element(dom, "div", "status")
+    assert 3000 < len(element(dom, "pre", "output")) < 10_000  # streamed in slices; stopped at the next one
+
+
 def test_the_page_names_a_prime_character_outside_the_vocabulary(runs, browser, tmp_path):
     page = export(runs["rnn-onehot"], tmp_path / "page.html")
     dom = open_page(browser, page, fragment(prime="Mo\u00e9", run=1), tmp_path / "p")

@@ -1,6 +1,7 @@
 // The page: settings from the form or the address (#prime=ROMEO:&length=300&greedy=1&run=1), text streamed into
 // #output, document.body.dataset.state (loading, ready, running, done, error), and window.charrnn for scripts.
-const SLICE_MS = 25; // generate this long, then let the page draw and take clicks
+const SLICE_MS = 25; // generate this long (or SLICE_CHARS), then let the page draw and take clicks
+const SLICE_CHARS = 1024;
 const ALIASES = { "top-k": "top_k", topk: "top_k", "top-p": "top_p", topp: "top_p", num_samples: "samples",
   "num-samples": "samples" };
 const SETTINGS = ["prime", "length", "temperature", "top_k", "top_p", "greedy", "seed", "samples"];
@@ -92,7 +93,7 @@ async function generate(raw, onText = () => {}) {
         x = chooseNext(net.step(x, state), o, random);
         chunk += M.vocab[x];
         n++;
-      } while (n < o.length && ((n & 7) !== 0 || performance.now() - t0 < SLICE_MS));
+      } while (n < o.length && chunk.length < SLICE_CHARS && ((n & 7) !== 0 || performance.now() - t0 < SLICE_MS));
       text += chunk;
       made += chunk.length;
       onText(chunk, (made / (performance.now() - start)) * 1000);
@@ -186,7 +187,7 @@ async function run() {
   shareLink(raw, result.seed);
   const how = raw.greedy ? "greedy" : `seed ${result.seed}${blank(raw.seed) ? " (random)" : ""}`;
   say(`${result.stopped ? "stopped after" : "generated"} ${result.chars.toLocaleString("en")} characters in ` +
-    `${result.seconds.toFixed(2)} s, ${how}; the address now repeats this sample`);
+    `${result.seconds.toFixed(2)} s, ${how}` + (result.stopped ? "" : "; the address now repeats this sample"));
   setState("done");
 }
 
