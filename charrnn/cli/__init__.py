@@ -2,6 +2,7 @@
 
 from charrnn.cli import (  # noqa: F401  (importing a command module registers its command)
     eval_command,
+    export_command,
     info_command,
     inspect_command,
     sample_command,
