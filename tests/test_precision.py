@@ -19,7 +19,7 @@ import charrnn.device as device_module
 from charrnn.cli import app
 from charrnn.config import ModelConfig
 from charrnn.data.corpus import open_corpus
-from charrnn.device import inference_precision, native_cpu_bf16, resolve_precision
+from charrnn.device import cpu_runs_bf16_lstm, inference_precision, native_cpu_bf16, resolve_precision
 from charrnn.errors import UserError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
@@ -39,7 +39,7 @@ def bf16_run(make_config, cell: str, batching: str = "random"):
     return train(cfg, quiet=True)
 
 
-@pytest.mark.skipif(not native_cpu_bf16(), reason="this CPU has no native bf16 (avx512_bf16/AMX) for oneDNN's LSTM")
+@pytest.mark.skipif(not cpu_runs_bf16_lstm(), reason="oneDNN has no bf16 LSTM on this CPU (no AVX-512)")
 def test_bf16_lstm_trains_on_a_cpu_with_native_bf16(make_config):
     result = bf16_run(make_config, "lstm")
     assert math.isfinite(result.val.loss) and result.val.loss < math.log(len(set(TEXT)))
@@ -52,7 +52,7 @@ def test_bf16_gru_and_rnn_train_on_any_cpu(make_config, cell, batching):
     assert math.isfinite(result.val.loss) and result.val.loss < math.log(len(set(TEXT)))  # it learned something
 
 
-@pytest.mark.skipif(native_cpu_bf16(), reason="this CPU runs bf16 LSTMs")
+@pytest.mark.skipif(cpu_runs_bf16_lstm(), reason="this CPU runs bf16 LSTMs")
 def test_bf16_lstm_on_a_cpu_without_native_bf16_is_a_one_line_usage_error(make_config, tmp_path):
     cfg = make_config(TEXT, train={"precision": "bf16"})
     config_file = tmp_path / "bf16.yaml"
@@ -79,6 +79,20 @@ def test_auto_on_cpu_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, na
         assert inference_precision("auto", CPU, cell) == expected
 
 
+@pytest.mark.parametrize(("flags", "oneDNN", "native"), [
+    ({"avx2", "avx512f", "avx512bw", "avx512vl"}, True, False),  # plain AVX-512: oneDNN emulates bf16, 3x slower
+    ({"avx512f", "avx512_bf16"}, True, True), ({"amx_bf16", "amx_tile"}, True, True),
+    ({"fp", "asimd", "bf16"}, True, True),  # Arm's Features line
+    ({"avx2", "fma"}, False, False), (None, True, True), (None, False, False),  # no /proc/cpuinfo: oneDNN decides
+])
+def test_native_bf16_is_read_from_the_cpu_flags_not_from_onednns_check(monkeypatch, flags, oneDNN, native):
+    """oneDNN's check says yes on plain AVX-512, where auto then trained in emulated bf16 at a third of fp32's speed."""
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(device_module, "cpu_runs_bf16_lstm", lambda: oneDNN)
+    assert native_cpu_bf16() is native
+    assert resolve_precision("auto", CPU, "lstm") == ("bf16" if native else "fp32")
+
+
 @pytest.mark.parametrize(("capability", "expected"), [((7, 0), "fp32"), ((7, 5), "fp32"), ((8, 0), "bf16"),
                                                       ((8, 6), "bf16"), ((9, 0), "bf16")])
 def test_auto_on_cuda_is_bf16_from_compute_capability_8(monkeypatch, capability, expected):
@@ -93,6 +107,7 @@ def test_auto_on_cuda_is_bf16_from_compute_capability_8(monkeypatch, capability,
 
 def test_inference_precision_is_the_commands_choice(monkeypatch):
     monkeypatch.setattr(device_module, "native_cpu_bf16", lambda: False)
+    monkeypatch.setattr(device_module, "cpu_runs_bf16_lstm", lambda: False)  # an AVX2-only CPU
     assert inference_precision("fp32", CPU, "lstm") == "fp32"
     assert inference_precision("bf16", CPU, "gru") == "bf16"
     with pytest.raises(UserError, match="--precision fp16 needs a GPU"):
@@ -126,6 +141,7 @@ def _retagged(run, tmp_path, precision):
 def test_a_run_trained_in_fp16_or_bf16_evaluates_and_samples_on_cpu(fp32_run, tmp_path, monkeypatch, trained_in):
     """eval used to reuse train.precision: 'fp16 needs a GPU' (and bf16 LSTM on a CPU without native bf16)."""
     monkeypatch.setattr(device_module, "native_cpu_bf16", lambda: False)  # the bf16 LSTM case fails without it
+    monkeypatch.setattr(device_module, "cpu_runs_bf16_lstm", lambda: False)
     path, state = _retagged(fp32_run, tmp_path, trained_in)
     res = CliRunner().invoke(app, ["eval", str(path), "--json"])
     assert res.exit_code == 0, res.output
