@@ -85,114 +85,129 @@ class _IdWriter:
         del self.seen[n_seen:]
 
 
-def _encode_documents(w: _IdWriter, files: CorpusFiles, separator: str, skipped: set[int],
-                      progress: Progress | None, chunk_bytes: int) -> None:
-    """Write every document's ids, separator between two of them. Small files from folders are read into one
+class _DocumentWriter:
+    """Writes every document's ids, separator between two of them. Small files from folders are read into one
     buffer and decoded together, so a folder of many files costs what one file of the same size does; only a
     block that is not UTF-8 is decoded file by file, to find the files to skip."""
-    sep = separator.encode("utf-8")
-    buf = bytearray(chunk_bytes + len(sep))
-    view = memoryview(buf)
-    block: list[tuple[int, int, int]] = []  # (file index, start, end) of each file's bytes in buf
-    pos, done_bytes, started, lead = 0, 0, False, False  # lead: the block starts with a separator
-    total = sum(files.sizes)
 
-    def write(text: str, source: Callable[[int], str]) -> None:
+    def __init__(self, w: _IdWriter, files: CorpusFiles, separator: str, skipped: set[int],
+                 progress: Progress | None, chunk_bytes: int):
+        self.w, self.files, self.separator, self.skipped = w, files, separator, skipped
+        self.progress, self.chunk_bytes = progress, chunk_bytes
+        self.sep = separator.encode("utf-8")
+        self.buf = bytearray(chunk_bytes + len(self.sep))
+        self.view = memoryview(self.buf)
+        self.block: list[tuple[int, int, int]] = []  # (file index, start, end) of each file's bytes in buf
+        self.pos, self.done_bytes = 0, 0
+        self.started = False  # some document was written: the next one needs a separator first
+        self.lead = False  # the block in buf starts with a separator
+        self.total = sum(files.sizes)
+
+    def write_all(self) -> None:
+        for index, path in enumerate(self.files.paths):
+            size = self.files.sizes[index]
+            if index not in self.skipped:
+                if self.files.lenient[index] and size <= self.chunk_bytes:
+                    self._buffer(index, path, size)
+                else:
+                    self._flush()
+                    self._stream(index, path)
+            self.done_bytes += size
+        self._flush()
+
+    def _buffer(self, index: int, path: str, size: int) -> None:
+        """Read a small file into the buffer (after a separator), flushing the buffer first when it is full."""
+        if self.pos + len(self.sep) * self.started + size > len(self.buf):
+            self._flush()
+        start = self.pos + len(self.sep) * self.started
         try:
-            w.write(text)
-        except _UnknownChar as exc:
-            raise UserError(f"character {describe_char(exc.char)} in {source(exc.at)} is not in the model's "
-                            f"vocabulary of {len(w.seen)} characters; use only characters from the training text"
-                            ) from None
+            fd = os.open(path, os.O_RDONLY)  # no file object per file: a folder may hold thousands
+            try:
+                end = start + os.readv(fd, [self.view[start : start + size]])
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise UserError(f"cannot read {path} ({exc.strerror or exc}); fix its permissions or leave it "
+                            "out with data.include") from None
+        if self.buf[start : start + len(_BOM)] == _BOM:
+            end -= len(_BOM)
+            self.buf[start:end] = self.buf[start + len(_BOM) : end + len(_BOM)]
+        if end > start:
+            if self.started:
+                self.buf[self.pos : start] = self.sep
+                self.lead = self.lead or self.pos == 0
+            self.block.append((index, start, end))
+            self.pos, self.started = end, True
 
-    def source_in(pieces: list[tuple[int, str]], lead: bool) -> Callable[[int], str]:
-        def source(at: int) -> str:
-            offset = len(separator) if lead else 0
-            for index, text in pieces:
-                if offset <= at < offset + len(text):
-                    return files.names[index]
-                offset += len(text) + len(separator)
-            return "data.separator"
-        return source
+    def _stream(self, index: int, path: str) -> None:
+        """Write a large file (or one named by the user) a chunk at a time; a folder's file that turns out not
+        to be UTF-8 is taken back and skipped."""
+        mark = self.w.mark()
+        wrote = False
+        try:
+            if self.started and self.separator:
+                self._write(self.separator, lambda at: "data.separator")
+            for _, end, text in iter_text_chunks(path, self.chunk_bytes):
+                self._write(text, lambda at, name=self.files.names[index]: name)
+                wrote = True
+                if self.progress:
+                    self.progress("encode", self.done_bytes + end, self.total)
+        except NotUtf8:
+            if not self.files.lenient[index]:
+                raise
+            self.skipped.add(index)
+            wrote = False
+        if wrote:
+            self.started = True
+        else:
+            self.w.rollback(mark)  # a file that was not UTF-8 after all, or held only a byte-order mark
 
-    def flush() -> None:
-        nonlocal pos, started, lead
-        if not block:
+    def _flush(self) -> None:
+        """Decode and write the buffered block of small files."""
+        if not self.block:
             return
+        view, block, lead = self.view, self.block, self.lead
         try:
-            text = str(view[:pos], "utf-8")
+            text = str(view[: self.pos], "utf-8")
 
-            def source(at: int, lead: bool = lead) -> str:  # for an error message only: decodes file by file
-                return source_in([(i, str(view[a:b], "utf-8")) for i, a, b in block], lead)(at)
+            def source(at: int) -> str:  # for an error message only: decodes file by file
+                return self._source_in([(i, str(view[a:b], "utf-8")) for i, a, b in block], lead)(at)
         except UnicodeDecodeError:
             pieces = []
             for index, a, b in block:
                 try:
                     pieces.append((index, str(view[a:b], "utf-8")))
                 except UnicodeDecodeError:
-                    skipped.add(index)
-            lead = bool(pieces) and w.length > 0
-            text = (separator if lead else "") + separator.join(t for _, t in pieces)
-            source = source_in(pieces, lead)
+                    self.skipped.add(index)
+            lead = bool(pieces) and self.w.length > 0
+            text = (self.separator if lead else "") + self.separator.join(t for _, t in pieces)
+            source = self._source_in(pieces, lead)
         if text:
-            write(text, source)
-        started = w.length > 0
-        block.clear()
-        pos, lead = 0, False
-        if progress:
-            progress("encode", done_bytes, total)
+            self._write(text, source)
+        self.started = self.w.length > 0
+        self.block = []
+        self.pos, self.lead = 0, False
+        if self.progress:
+            self.progress("encode", self.done_bytes, self.total)
 
-    for index, path in enumerate(files.paths):
-        size = files.sizes[index]
-        if index in skipped:
-            done_bytes += size
-            continue
-        if files.lenient[index] and size <= chunk_bytes:
-            if pos + len(sep) * started + size > len(buf):
-                flush()
-            start = pos + len(sep) * started
-            try:
-                fd = os.open(path, os.O_RDONLY)  # no file object per file: a folder may hold thousands
-                try:
-                    end = start + os.readv(fd, [view[start : start + size]])
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise UserError(f"cannot read {path} ({exc.strerror or exc}); fix its permissions or leave it "
-                                "out with data.include") from None
-            if buf[start : start + len(_BOM)] == _BOM:
-                end -= len(_BOM)
-                buf[start:end] = buf[start + len(_BOM) : end + len(_BOM)]
-            if end > start:
-                if started:
-                    buf[pos:start] = sep
-                    lead = lead or pos == 0
-                block.append((index, start, end))
-                pos, started = end, True
-            done_bytes += size
-            continue
-        flush()
-        mark = w.mark()
-        wrote = False
+    def _write(self, text: str, source: Callable[[int], str]) -> None:
         try:
-            if started and separator:
-                write(separator, lambda at: "data.separator")
-            for _, end, text in iter_text_chunks(path, chunk_bytes):
-                write(text, lambda at, name=files.names[index]: name)
-                wrote = True
-                if progress:
-                    progress("encode", done_bytes + end, total)
-        except NotUtf8:
-            if not files.lenient[index]:
-                raise
-            skipped.add(index)
-            wrote = False
-        if wrote:
-            started = True
-        else:
-            w.rollback(mark)  # a file that was not UTF-8 after all, or held only a byte-order mark
-        done_bytes += size
-    flush()
+            self.w.write(text)
+        except _UnknownChar as exc:
+            raise UserError(f"character {describe_char(exc.char)} in {source(exc.at)} is not in the model's "
+                            f"vocabulary of {len(self.w.seen)} characters; use only characters from the training "
+                            "text") from None
+
+    def _source_in(self, pieces: list[tuple[int, str]], lead: bool) -> Callable[[int], str]:
+        """Which file (or the separator) character `at` of the joined pieces came from."""
+        def source(at: int) -> str:
+            offset = len(self.separator) if lead else 0
+            for index, text in pieces:
+                if offset <= at < offset + len(text):
+                    return self.files.names[index]
+                offset += len(text) + len(self.separator)
+            return "data.separator"
+        return source
 
 
 def encode_files(files: CorpusFiles, out_path: str | Path, vocab: Vocab | None = None, separator: str = "\n",
@@ -218,7 +233,7 @@ def encode_files(files: CorpusFiles, out_path: str | Path, vocab: Vocab | None =
             out.truncate()
             try:
                 writer = _IdWriter(out, dtype, id_of, seen, vocab is not None, chunk_bytes)
-                _encode_documents(writer, files, separator, skipped, progress, chunk_bytes)
+                _DocumentWriter(writer, files, separator, skipped, progress, chunk_bytes).write_all()
             except _VocabOutgrewDtype:
                 dtype = id_dtype(len(seen))
                 continue  # start again with a wider type

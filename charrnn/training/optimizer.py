@@ -37,6 +37,9 @@ def lr_factor(cfg: Config, step: int, progress: float) -> float:
     return 1.0
 
 
+_NO_LIMIT = 2**62  # max_epochs: 1e306 means no limit in practice (and would overflow an integer's float)
+
+
 def step_drops(progress: float, every: float) -> int:
     """How many times the step schedule has cut the LR at this fraction of the run: at every, 2 x every, ...,
     but not in the last half interval, where a cut would come too late to matter (0.33: at 1/3 and 2/3 only)."""
@@ -50,7 +53,8 @@ def total_steps_for(cfg: Config, train_chars: int) -> int | None:
     if cfg.train.max_steps is not None:
         limits.append(cfg.train.max_steps)
     if cfg.train.max_epochs is not None:
-        limits.append(max(1, math.ceil(cfg.train.max_epochs * steps_per_epoch(cfg, train_chars) - 1e-9)))
+        steps = cfg.train.max_epochs * steps_per_epoch(cfg, train_chars)
+        limits.append(max(1, math.ceil(steps - 1e-9)) if steps < _NO_LIMIT else _NO_LIMIT)
     return min(limits) if limits else None
 
 
