@@ -27,10 +27,11 @@ class Estimate:
 
     weights: int  # parameters, gradients and optimizer state
     activations: int  # one training step: inputs, recurrent states and logits kept for the backward pass
+    workspace: int = 0  # copies the kernels make: oneDNN's reordered recurrent weights on a CPU
 
     @property
     def total(self) -> int:
-        return self.weights + self.activations
+        return self.weights + self.activations + self.workspace
 
 
 def parameter_count(vocab_size: int, m: ModelConfig) -> int:
@@ -49,10 +50,12 @@ def _parameter_parts(vocab_size: int, m: ModelConfig) -> dict[str, int]:
     }
 
 
-def training_memory(cfg: Config, vocab_size: int, world_size: int = 1) -> Estimate:
-    """What one training process needs: weights with gradients and optimizer state, and one step's activations."""
+def training_memory(cfg: Config, vocab_size: int, world_size: int = 1, device: str = "cpu") -> Estimate:
+    """What one training process needs: weights with gradients and optimizer state, one step's activations, and
+    on a CPU the copy of the recurrent weights that oneDNN reorders for its kernels (forward and backward)."""
     m, t = cfg.model, cfg.train
     parts = _parameter_parts(vocab_size, m)
+    workspace = parts["rnn"] * FLOAT_BYTES if torch.device(device).type == "cpu" else 0
     weights = sum(parts.values()) * FLOAT_BYTES * (2 + _OPTIMIZER_STATES[t.optimizer])
     rows = math.ceil(t.batch_size / world_size) * t.seq_length  # characters in one process's batch
     first_input = m.embedding_dim if m.encoding == "embedding" else vocab_size
@@ -60,7 +63,7 @@ def training_memory(cfg: Config, vocab_size: int, world_size: int = 1) -> Estima
                 + 2 * m.num_layers * m.hidden_size * (_GATES[m.cell] + 2)  # gates and states, forward and backward
                 + 3 * vocab_size)  # logits, their log-softmax and its gradient
     activations = rows * (per_char * FLOAT_BYTES + 3 * 8)  # plus the int64 ids of inputs, targets and the gather
-    return Estimate(weights, activations)
+    return Estimate(weights, activations, workspace)
 
 
 _SIZES = (("model", "hidden_size"), ("model", "num_layers"), ("model", "embedding_dim"), ("train", "batch_size"),
@@ -123,18 +126,49 @@ def human_bytes(n: float) -> str:
     return f"{n:.3g} EB"
 
 
+def available_memory(device: torch.device | str) -> int | None:
+    """The memory a new allocation can still get: on a CPU what the kernel reports available (MemAvailable), or
+    what is left under the container's limit if less; on a GPU its free memory. None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return device_memory(device)
+    free = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = int(Path("/sys/fs/cgroup/memory.max").read_text().strip())
+        free.append(limit - int(Path("/sys/fs/cgroup/memory.current").read_text().strip()))
+    except (OSError, ValueError):  # no cgroup v2 limit ("max"), or not Linux
+        pass
+    return min(free) if free else device_memory(device)
+
+
+# What a training process holds besides the estimate (torch itself, Python, the data), and the share the
+# estimate may be short by: a run that would come this close to the end of the memory is refused.
+PROCESS_BYTES = 600_000_000
+MARGIN = 1.15
+
+
 def check_training_fits(cfg: Config, vocab_size: int, device: torch.device | str, world_size: int = 1) -> None:
-    """Refuse, before the model is built, a config whose estimated memory exceeds all the device has."""
-    capacity = device_memory(device)
-    need = training_memory(cfg, vocab_size, world_size)
-    if capacity is None or need.total <= capacity:
+    """Refuse, before the model is built and before the run folder is touched, a config whose estimated memory
+    (with a margin) exceeds what the device has available now: the kernel's OOM killer would end it mid-run."""
+    free = available_memory(device)
+    need = training_memory(cfg, vocab_size, world_size, str(torch.device(device)))
+    if free is None or need.total * MARGIN + PROCESS_BYTES <= free:
         return
     onehot = (f"; a one-hot input over {vocab_size:,} characters is large, model.encoding: embedding needs less"
               if cfg.model.encoding == "onehot" and vocab_size > cfg.model.embedding_dim else "")
+    copies = f", {human_bytes(need.workspace)} of kernel copies" if need.workspace else ""
     raise UserError(
         f"this config needs about {human_bytes(need.total)} of memory to train ({human_bytes(need.weights)} of "
-        f"weights, gradients and optimizer state, {human_bytes(need.activations)} of activations a step), more "
-        f"than the {human_bytes(capacity)} this {torch.device(device).type} has; lower "
+        f"weights, gradients and optimizer state, {human_bytes(need.activations)} of activations a step{copies}), "
+        f"more than the {human_bytes(free)} this {torch.device(device).type} has available; lower "
         f"{largest_setting(cfg, vocab_size, world_size)} first{onehot}")
 
 

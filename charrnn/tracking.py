@@ -109,7 +109,7 @@ class Tracker:
             # TensorBoard renders text as Markdown: a code block keeps line breaks and spacing. text_pb keeps
             # the tag as given, where SummaryWriter.add_text would file it under "<tag>/text_summary".
             markdown = "```\n" + text.replace("```", "'''") + "\n```"
-            self.writer._get_file_writer().add_summary(text_pb(tag, markdown), step)
+            self.writer.file_writer.add_summary(text_pb(tag, markdown), step)
 
     def hparams(self, hparams: dict[str, Any], metric_tags: list[str]) -> None:
         """Declare the run's hyperparameters and the scalar tags that score it (HParams tab)."""
@@ -119,9 +119,8 @@ class Tracker:
 
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
         exp, ssi, _ = hparams_summary(clean, {tag: 0.0 for tag in metric_tags})  # the end comes at the end
-        file_writer = self.writer._get_file_writer()
-        for summary in (exp, ssi):
-            file_writer.add_summary(summary)
+        for summary in (exp, ssi):  # file_writer: the writer's public FileWriter, set while it is open
+            self.writer.file_writer.add_summary(summary)
 
     def session_status(self, status: str) -> None:
         """The HParams session status: running, success, failure or aborted. TensorBoard keeps the first status

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -77,17 +76,6 @@ class Vocab:
 
     def to_json(self) -> str:
         return json.dumps({"chars": self.chars}, ensure_ascii=False)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json(), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> Vocab:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(data["chars"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"vocabulary file {path} is unreadable ({exc}); retrain or restore it") from None
 
 
 # Characters that would be invisible (or break the TSV metadata) in TensorBoard's projector.

@@ -377,6 +377,31 @@ def test_a_config_too_large_for_memory_is_refused_before_it_is_built(tmp_path, o
     assert not (tmp_path / "runs" / "h").exists()
 
 
+def test_a_config_that_fits_total_but_not_available_memory_is_refused(tmp_path, monkeypatch):
+    """The issue's case: embedding_dim=10,000,000 on ihello estimated 21 GB against a 23 GB machine's total and
+    was admitted; it reached 24.3 GB (oneDNN's reordered copy of the 1.28e9 recurrent weights) and the kernel
+    killed it. The estimate now counts that copy and compares with what is available, with a margin."""
+    from charrnn import memory
+
+    monkeypatch.setattr(memory, "device_memory", lambda device: 23_000_000_000)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 23_000_000_000)
+    config = Path(__file__).parent.parent / "configs" / "ihello.yaml"
+    res = runner.invoke(app, ["train", "--config", str(config), "--data", str(Path(__file__).parent.parent / "data"
+                              / "ihello.txt"), "--set", "model.encoding=embedding",
+                              "--set", "model.embedding_dim=10000000", "--set", f"log.dir={tmp_path / 'runs'}", "-q"])
+    line = one_line_error(res, "needs about 26.", "of kernel copies", "23.0 GB this cpu has available",
+                          "lower model.embedding_dim=10000000 first")
+    assert not (tmp_path / "runs" / "ihello").exists(), line
+    # what is free now, not what the machine has in all: 10 GB needed, 64 GB installed, 8 GB available
+    cfg = load_config(_base_config(tmp_path), ["model.hidden_size=20000"])
+    need = training_memory(cfg, 20).total
+    assert 8e9 < need * memory.MARGIN + memory.PROCESS_BYTES < 64e9
+    monkeypatch.setattr(memory, "device_memory", lambda device: 64_000_000_000)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 8_000_000_000)
+    with pytest.raises(UserError, match="8.0 GB this cpu has available"):
+        memory.check_training_fits(cfg, 20, "cpu")
+
+
 def test_the_memory_estimate_lets_ordinary_configs_through():
     capacity = device_memory("cpu")
     for config in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):

@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from charrnn.data.files import CorpusFiles, list_corpus_files
+from charrnn.data.files import CorpusFiles
 from charrnn.data.text import _BOM, CHUNK_BYTES, NotUtf8, iter_text_chunks
 from charrnn.errors import UserError
 from charrnn.safe_files import atomic_write
@@ -250,13 +250,6 @@ def encode_files(files: CorpusFiles, out_path: str | Path, vocab: Vocab | None =
     atomic_write(out_path, write)
     vocab, length = result["vocab"], result["length"]
     return vocab, length, [files.names[i] for i in sorted(skipped)]
-
-
-def encode_file(path: str | Path, out_path: str | Path, vocab: Vocab | None = None,
-                progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> tuple[Vocab, int]:
-    """Encode one text file into a raw id file; returns (vocabulary, characters)."""
-    vocab, length, _ = encode_files(list_corpus_files(path), out_path, vocab, "", progress, chunk_bytes)
-    return vocab, length
 
 
 def _renumber(f: BinaryIO, dtype: np.dtype, new_id: np.ndarray, progress: Progress | None,

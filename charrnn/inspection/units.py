@@ -34,74 +34,90 @@ def text_properties(text: str) -> dict[str, np.ndarray]:
     """
     n = len(text)
     props = {name: np.zeros(n) for name in PROPERTIES}
-    quote = None  # the delimiter of the open string: ', ", ''' or """
-    escaped = comment = False
-    depth = column = indent = 0
-    leading = True  # still in the line's leading whitespace
-    closing = 0  # quote characters seen in a row inside a triple-quoted string
+    scan = _Scanner(text)
     i = 0
     while i < n:
         ch = text[i]
-        opened = 0  # characters of an opening delimiter (1 or 3) that start at i
-        if quote is not None:
-            if escaped:
-                escaped = False
-                closing = 0
-            elif ch == "\\":
-                escaped = True
-                closing = 0
-            elif ch == quote[0]:
-                closing += 1
-                if closing == len(quote):
-                    quote, closing = None, 0
-            elif ch == "\n" and len(quote) == 1:
-                quote = None  # an unterminated one-line string (or prose): it ends with the line
-            else:
-                closing = 0
-        elif comment:
-            if ch == "\n":
-                comment = False
-        elif ch == "#":
-            comment = True
-        elif ch in "'\"":
-            word_start = i
-            while word_start > 0 and (text[word_start - 1].isalnum() or text[word_start - 1] == "_"):
-                word_start -= 1
-            word = text[word_start:i]
-            if ch == "'" and word and word.lower() not in _STRING_PREFIXES:
-                pass  # an apostrophe inside or after a word
-            else:
-                opened = 3 if text.startswith(ch * 3, i) else 1
-                quote = ch * opened
-        elif ch in _OPEN:
-            depth += 1
-        elif ch in _CLOSE:
-            depth = max(0, depth - 1)
-        # position in the line and indentation
-        if ch == "\n":
-            value_col, column, leading, indent_now, indent = column, 0, True, indent, 0
-        else:
-            if leading and ch in " \t":
-                indent = indent + 1 if ch == " " else (indent // 8 + 1) * 8
-            else:
-                leading = False
-            value_col, indent_now = column, indent
-            column += 1
-        for j in range(opened or 1):  # an opening triple quote: all three characters are inside
-            if i + j >= n:
-                break
-            props["inside a string"][i + j] = quote is not None
-            props["inside a comment"][i + j] = comment
-            props["bracket depth"][i + j] = depth
-            props["position in line"][i + j] = value_col + j
-            props["indentation"][i + j] = indent_now
+        opened = scan.in_string(ch) if scan.quote is not None else scan.in_code(i, ch)  # 1 or 3: a string opens
+        column, indent = scan.position(ch)
+        for j in range(min(opened or 1, n - i)):  # an opening triple quote: all three characters are inside
+            props["inside a string"][i + j] = scan.quote is not None
+            props["inside a comment"][i + j] = scan.comment
+            props["bracket depth"][i + j] = scan.depth
+            props["position in line"][i + j] = column + j
+            props["indentation"][i + j] = indent
         if opened == 3:
-            column += 2
+            scan.column += 2
         prev = text[i - 1] if i else "\n"
         props["start of a word"][i] = ch.isalpha() and not (prev.isalnum() or prev == "_")
         props["upper case"][i] = ch.isupper()
         i += opened or 1
     return props
+
+
+class _Scanner:
+    """What text_properties tracks from one character to the next: the open string's delimiter (', ", ''' or
+    \"\"\"), a comment, the bracket depth, the column and the line's indentation."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.quote: str | None = None
+        self.escaped = self.comment = False
+        self.depth = self.column = self.indent = 0
+        self.leading = True  # still in the line's leading whitespace
+        self.closing = 0  # quote characters seen in a row inside a triple-quoted string
+
+    def in_string(self, ch: str) -> int:
+        """A character inside a string: an escape, the closing quote, or a line end that ends a one-line
+        string (or prose). Opens nothing: returns 0."""
+        if self.escaped:
+            self.escaped, self.closing = False, 0
+        elif ch == "\\":
+            self.escaped, self.closing = True, 0
+        elif ch == self.quote[0]:
+            self.closing += 1
+            if self.closing == len(self.quote):
+                self.quote, self.closing = None, 0
+        elif ch == "\n" and len(self.quote) == 1:
+            self.quote = None  # an unterminated one-line string (or prose): it ends with the line
+        else:
+            self.closing = 0
+        return 0
+
+    def in_code(self, i: int, ch: str) -> int:
+        """A character outside strings: comments, brackets, and quotes, which open a string (returns the
+        length of the opening delimiter, 1 or 3) unless they are an apostrophe inside or after a word."""
+        if self.comment:
+            self.comment = ch != "\n"
+        elif ch == "#":
+            self.comment = True
+        elif ch in "'\"":
+            start = i
+            while start > 0 and (self.text[start - 1].isalnum() or self.text[start - 1] == "_"):
+                start -= 1
+            word = self.text[start:i]
+            if not (ch == "'" and word and word.lower() not in _STRING_PREFIXES):
+                opened = 3 if self.text.startswith(ch * 3, i) else 1
+                self.quote = ch * opened
+                return opened
+        elif ch in _OPEN:
+            self.depth += 1
+        elif ch in _CLOSE:
+            self.depth = max(0, self.depth - 1)
+        return 0
+
+    def position(self, ch: str) -> tuple[int, int]:
+        """The character's column and the line's indentation so far; then move past it."""
+        if ch == "\n":
+            column, indent = self.column, self.indent
+            self.column, self.leading, self.indent = 0, True, 0
+            return column, indent
+        if self.leading and ch in " \t":
+            self.indent = self.indent + 1 if ch == " " else (self.indent // 8 + 1) * 8
+        else:
+            self.leading = False
+        self.column += 1
+        return self.column - 1, self.indent
 
 
 def _units(rec: Recording) -> tuple[np.ndarray, list[str]]:

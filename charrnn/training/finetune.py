@@ -26,7 +26,15 @@ def source_checkpoint(spec: str | Path) -> tuple[Path, dict]:
         path = resolve_checkpoint(spec, "best")
     except UserError as exc:
         raise UserError(f"--init-from {spec}: {exc}") from None
-    return path.resolve(), load_checkpoint(path)
+    path = path.resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if _last_source[0] != key:  # the config check and the set-up ask for it in turn: it is read once
+        _last_source[:] = [key, load_checkpoint(path)]
+    return path, _last_source[1]
+
+
+_last_source: list = [None, None]  # (path, size, mtime) and the contents of the last source read
 
 
 def take_source_model(raw: dict) -> dict:
