@@ -68,7 +68,7 @@ class Trainer:
                 if self.state.step:
                     truncate_metrics(paths.metrics, self.state.step)
                 run_status.write(paths.root, "running", self.state.step)
-            self.tracker = self._open_tracker(resumed=bool(self.state.step))
+            self.tracker = _open_tracker(self, resumed=bool(self.state.step))
             with stop_on_signals(repeat_grace_s=1.0 if dist.world_size > 1 else 0.0) as caught:
                 self.step.forward.train()
                 yield caught
@@ -86,20 +86,6 @@ class Trainer:
             raise
         finally:
             self._close_tracker()
-
-    def _open_tracker(self, resumed: bool) -> Tracker:
-        cfg, state = self.cfg, self.state
-        tracker = Tracker(self.paths.root, tensorboard=cfg.log.tensorboard, quiet=self.quiet,
-                          enabled=self.dist.is_main, total_steps=self.total_steps, time_budget=cfg.train.time_budget,
-                          start_step=state.step, purge_step=state.step + 1 if resumed else None)
-        if not resumed:
-            tracker.hparams(flat_hparams(cfg.to_dict()), ["val/loss", "val/bpc", "val/accuracy"])
-        tracker.session_status("running")
-        if self.validation.name == "train":
-            tracker.message("note: the validation split is empty; evaluating on the training text")
-        for note in self.notes:
-            tracker.message(note)
-        return tracker
 
     def _end(self, status: str, step: int, detail: str | None) -> None:
         """Record how the session ended: status.json for `charrnn info`, the HParams session status."""
@@ -232,6 +218,22 @@ class Trainer:
         if self.cfg.train.time_budget:
             done.append(self.clock.elapsed() / self.cfg.train.time_budget)
         return max(done)
+
+
+def _open_tracker(trainer: Trainer, resumed: bool) -> Tracker:
+    """The session's tracker, with the run's hyperparameters (a new run) and the notes of the set-up."""
+    cfg, state = trainer.cfg, trainer.state
+    tracker = Tracker(trainer.paths.root, tensorboard=cfg.log.tensorboard, quiet=trainer.quiet,
+                      enabled=trainer.dist.is_main, total_steps=trainer.total_steps, time_budget=cfg.train.time_budget,
+                      start_step=state.step, purge_step=state.step + 1 if resumed else None)
+    if not resumed:
+        tracker.hparams(flat_hparams(cfg.to_dict()), ["val/loss", "val/bpc", "val/accuracy"])
+    tracker.session_status("running")
+    if trainer.validation.name == "train":
+        tracker.message("note: the validation split is empty; evaluating on the training text")
+    for note in trainer.notes:
+        tracker.message(note)
+    return tracker
 
 
 def _reason(exc: BaseException) -> str:
