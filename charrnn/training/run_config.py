@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from charrnn.config import Config, apply_overrides, config_from_dict, read_yaml
-from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
+from charrnn.data.corpus import data_paths, default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401
 from charrnn.errors import UserError
 from charrnn.run.folder import RunPaths
 from charrnn.training import finetune
@@ -45,3 +45,12 @@ def training_config(config: str | Path | None, overrides: list[str], *, data: st
         raw = finetune.take_source_model(raw)
     cfg = config_from_dict(raw)
     return resolve_data_paths(cfg), Path(run_dir) if run_dir is not None else None
+
+
+def run_inputs(cfg: Config) -> list[tuple[str, str]]:
+    """(path, what it is) of what a new run reads: its corpus and the --init-from source. --overwrite refuses to
+    clear a run folder that holds one of them."""
+    inputs = [(path, "the corpus") for path in data_paths(cfg)]
+    if cfg.init_from:
+        inputs.append((cfg.init_from, "the --init-from source"))
+    return inputs
