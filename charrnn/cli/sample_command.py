@@ -10,9 +10,17 @@ from typing import Annotated
 
 import typer
 
-from charrnn.cli.typer_app import PRECISION_HELP, app, handles_errors, load_run, read_file_option
+from charrnn.cli.typer_app import (
+    CACHE_HELP,
+    PRECISION_HELP,
+    app,
+    handles_errors,
+    load_run,
+    print_notes,
+    read_file_option,
+)
 from charrnn.config import MAX_SEED
-from charrnn.data.run_corpus import open_run_corpus
+from charrnn.data.run_corpus import changed_corpus_note, open_run_corpus
 from charrnn.errors import UserError
 
 
@@ -42,6 +50,8 @@ def sample(
                                             "where there is none yet) | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
     precision: Annotated[str, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
+    cache: Annotated[Path | None, typer.Option("--cache", help="With --novelty: " + CACHE_HELP,
+                                               show_default=False)] = None,
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is produced.
 
@@ -67,7 +77,8 @@ def sample(
     if prime == "":
         raise UserError("the prime text is empty; pass at least one character with --prime")
     vocab.encode(prime)  # a character outside the vocabulary is named before any output
-    index = _novelty_index(run, cfg, vocab) if novelty else None  # a missing corpus is named before any output
+    # a missing corpus is named before any output
+    index = _novelty_index(run, cfg, vocab, cache, state.get("corpus")) if novelty else None
     samples = Samples(prime, num_samples, stop)
     stream = num_samples == 1 and not as_json
     out = sys.stdout
@@ -106,11 +117,16 @@ def sample(
     out.flush()
 
 
-def _novelty_index(run: Path, cfg, vocab):
-    """The index of the run's training split that --novelty compares samples with."""
+def _novelty_index(run: Path, cfg, vocab, cache: Path | None, recorded: dict | None):
+    """The index of the run's training split that --novelty compares samples with; notes (a changed corpus, no
+    cache) go to stderr."""
     from charrnn.novelty import NoveltyIndex
 
+    notes: list[str] = []
     corpus = open_run_corpus(run, cfg, vocab, "--novelty compares samples with it: restore it, or sample without "
-                                          "--novelty")
+                                          "--novelty", cache=cache, notes=notes)
+    change = changed_corpus_note(recorded, corpus, "--novelty compares samples with the text as it is now, not the "
+                                 "text the run was trained on")
+    print_notes(notes + ([change] if change else []))
     n_train = len(corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)["train"])
     return NoveltyIndex.for_corpus(corpus, n_train)

@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 from charrnn.config import Config
+from charrnn.data.cache import EncodedCorpus
 from charrnn.data.corpus import default_cache_dir, open_corpus, resolve_data_paths  # noqa: F401  (train's API)
+from charrnn.data.fingerprint import corpus_change
 from charrnn.errors import UserError
 from charrnn.model import CharRNN
 from charrnn.run.checkpoint import load_resume_checkpoint
@@ -41,9 +43,27 @@ def _restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch
         if saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise UserError(f"cannot resume from {RunPaths(root).last}: it does not fit this run "
+        source = saved.get("resumed_from") or RunPaths(root).last
+        raise UserError(f"cannot resume from {source}: it does not fit this run "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); start a new run") from None
     return state
+
+
+def resume_notes(saved: dict | None, corpus: EncodedCorpus) -> list[str]:
+    """What a resumed run says before it goes on: that it starts from best.pt (the run has no last.pt yet), and
+    that its corpus changed since the checkpoint, and what that means."""
+    if not saved:
+        return []
+    notes = []
+    if Path(saved.get("resumed_from") or "last.pt").name == "best.pt":
+        notes.append(f"note: the run has no last.pt (it stopped after its first evaluation, before its first "
+                     f"checkpoint): resuming from best.pt, step {saved['step']}")
+    change = corpus_change(saved.get("corpus"), corpus.record())
+    if change:
+        notes.append(f"warning: the corpus changed since the checkpoint ({change}); training goes on with the text as "
+                     f"it is now, whose val split is other text: val losses after step {saved['step']} are not "
+                     "comparable with those before")
+    return notes
 
 
 # Settings that fix the model's shape, the optimizer's state or the order of the data: a resumed run keeps them.
