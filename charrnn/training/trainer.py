@@ -15,7 +15,7 @@ from charrnn.config import Config, config_yaml
 from charrnn.console import FileProgress
 from charrnn.data.batches import make_batcher
 from charrnn.data.cache import EncodedCorpus
-from charrnn.data.corpus import open_corpus, resolve_data_paths, skipped_note
+from charrnn.data.corpus import open_corpus, resolve_data_paths, skipped_note, training_splits
 from charrnn.device import emulated_bf16_note, resolve_device, resolve_precision
 from charrnn.errors import TrainingFailed, UserError
 from charrnn.evaluate import evaluate
@@ -30,7 +30,8 @@ from charrnn.tracking import Tracker
 from charrnn.training import autosize, distributed, finetune
 from charrnn.training.clock import Stopwatch
 from charrnn.training.optimizer import build_optimizer, lr_factor, total_steps_for
-from charrnn.training.resume import _restore, _resume_checkpoint
+from charrnn.training.resume import _restore, _resume_checkpoint, resume_notes
+from charrnn.training.run_config import run_inputs
 from charrnn.training.signals import Interrupted, _stop_on_signals
 from charrnn.training.state import RunResult, StepOutcome, TrainState, _rng_state
 from charrnn.training.step import backward_pass
@@ -63,6 +64,7 @@ class Trainer:
         self._session_from = self._speed_from  # the whole session's mean, for the result
         self.tracker: Tracker | None = None
         self.checkpoints_written = 0
+        self.saved_step = state.step if state.step else None  # the step --resume would continue from
         self.evals_done = 0  # in this session: histograms are logged every log.histogram_every evals
 
     # -- setup --------------------------------------------------------------------------------------------
@@ -80,7 +82,8 @@ class Trainer:
         if resume:
             cfg, saved = _resume_checkpoint(root, cfg)
         elif dist.is_main:
-            check_run_dir(root, overwrite=overwrite)  # a folder it may not use: named before the slow set-up
+            # a folder it may not use (or must not clear: it holds the corpus) is named before the slow set-up
+            check_run_dir(root, overwrite=overwrite, keep=run_inputs(cfg))
         dev = dist.device(resolve_device(device or cfg.train.device))
         precision = resolve_precision(cfg.train.precision, dev, cfg.model.cell)
         if cfg.train.threads:
@@ -96,7 +99,7 @@ class Trainer:
             vocab = finetune.extended_vocab(Vocab(source["vocab"]), corpus.vocab)
             if vocab != corpus.vocab:
                 corpus = dist.node_first(lambda: encode_corpus(cfg, vocab, quiet=True))
-        splits = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)
+        splits = training_splits(corpus, cfg)  # held-out fractions that leave too little are named
         # model.hidden_size: auto and friends: probe this machine now; the probe's seconds count inside the budget.
         step_limit = total_steps_for(cfg, len(splits["train"]))
         cfg, auto_note, probe_s = autosize.resolve_auto(cfg, splits["train"], len(corpus.vocab), dev, precision,
@@ -115,14 +118,16 @@ class Trainer:
         state = TrainState(elapsed=probe_s)
         if saved:
             state = _restore(saved, model, optimizer, batcher, scaler, dev, dist, root)
+        state.corpus = corpus.record()  # what the checkpoints say the run trained on
         if resume:
             paths = prepare_run_dir(root, resume=True)
         else:
-            paths = prepare_run_dir(root, overwrite=overwrite) if dist.is_main else RunPaths(root)
+            paths = prepare_run_dir(root, overwrite=overwrite, keep=run_inputs(cfg)) if dist.is_main else RunPaths(root)
         trainer = cls(cfg, dist=dist, paths=paths, dev=dev, precision=precision, vocab=corpus.vocab, splits=splits,
                       model=model, optimizer=optimizer, batcher=batcher, scaler=scaler, state=state,
                       discard_on_failure=not resume, quiet=quiet)
         trainer.notes += [note for note in (emulated_bf16_note(precision, dev, cfg.model.cell), auto_note) if note]
+        trainer.notes += resume_notes(saved, corpus)  # resumed from best.pt; the corpus changed
         return trainer
 
     @contextmanager
@@ -146,8 +151,8 @@ class Trainer:
         except Interrupted as exc:
             self._end("interrupted", exc.step, None)
             raise
-        except KeyboardInterrupt:
-            self._end("interrupted", self.state.step, None)
+        except KeyboardInterrupt:  # a second signal: the status names the step the run resumes from
+            self._end("interrupted", self.saved_step or 0, None)
             raise
         except BaseException as exc:
             self._end("failed", self.state.step, _reason(exc))
@@ -156,7 +161,7 @@ class Trainer:
                 clear_run_dir(paths.root, best_effort=True)
             raise
         finally:
-            self._close_tracker()
+            self._close_tracker(quietly=sys.exc_info()[1] is not None)  # a full disk must not hide the first error
 
     def _open_tracker(self, resumed: bool) -> Tracker:
         cfg, state = self.cfg, self.state
@@ -292,12 +297,16 @@ class Trainer:
                    "scaler": self.scaler.state_dict(), **self.state.to_dict()}
         save_checkpoint(payload, path)
         self.checkpoints_written += 1
+        if path == self.paths.last or not self.paths.last.is_file():  # --resume takes last.pt, else best.pt
+            self.saved_step = self.state.step
 
     def finish(self, stopped_by: str) -> None:
         """After the last step: make sure the final model was scored, sampled and its embedding logged."""
         state = self.state
         if state.val_step != state.step:  # resumed at the end, or nothing to do: report the current model
             self.evaluate(stopped_by)
+        if self.saved_step != state.step or not self.paths.last.is_file():
+            self.save_last()  # a run stopped before its first checkpoint (a tiny time budget) stays resumable
         sampled_in_loop = self.cfg.log.sample_every and state.step % self.cfg.log.sample_every == 0
         if self.cfg.log.sample_every and not sampled_in_loop and self.dist.is_main and self.cfg.log.tensorboard:
             self.log_sample()
@@ -339,15 +348,16 @@ class Trainer:
         if not self.dist.is_main or not self.paths.root.is_dir():
             return
         # TensorBoard has no "stopped" status: an interrupted session shows as unknown, a failed one as failure.
-        with contextlib.suppress(OSError):  # a full disk must not hide the error that ended the run
+        with contextlib.suppress(OSError, TrainingFailed):  # a full disk must not hide the error that ended the run
             run_status.write(self.paths.root, status, step, detail)
             if self.tracker is not None:
                 self.tracker.session_status({"finished": "success", "interrupted": "unknown"}.get(status, "failure"))
 
-    def _close_tracker(self) -> None:
+    def _close_tracker(self, quietly: bool = False) -> None:
         if self.tracker is not None:
-            self.tracker.close()
-            self.tracker = None
+            tracker, self.tracker = self.tracker, None
+            with contextlib.suppress(*((OSError, TrainingFailed) if quietly else ())):
+                tracker.close()
 
 
 def _reason(exc: BaseException) -> str:
