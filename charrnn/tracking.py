@@ -38,6 +38,8 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 
 _STATUS_SUFFIX = ".status"
 
+_GO_ON = "continue with --resume (a run with no checkpoint yet: train it again)"
+
 
 def _quiet_event_writer_threads() -> None:
     """TensorBoard writes events in a thread that, on a full disk, prints its traceback ("Exception in thread
@@ -65,7 +67,7 @@ def _writes_events(method):
             return method(self, *args, **kwargs)
         except OSError as exc:
             raise TrainingFailed(f"could not write the TensorBoard log in {self.run_dir} ({exc.strerror or exc}); "
-                                 "free some space, then continue with --resume") from None
+                                 f"free some space, then {_GO_ON}") from None
 
     return wrapper
 
@@ -211,8 +213,8 @@ class Tracker:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise TrainingFailed(f"could not write {path} ({exc.strerror or exc}); free some space, then continue "
-                                 "with --resume") from None
+            raise TrainingFailed(f"could not write {path} ({exc.strerror or exc}); free some space, then {_GO_ON}"
+                                 ) from None
         self.scalars(record["step"], {"val/loss": record.get("val_loss"), "val/bpc": record.get("val_bpc"),
                                       "val/accuracy": record.get("val_accuracy")})
         self._last_val = record.get("val_loss", float("nan"))

@@ -50,9 +50,11 @@ def inspect_(
     if split is not None:
         check_split(split)
     length = shown_length(text, start, length)
-    if out is not None:
-        check_user_output(out, overwrite=overwrite)  # refused before the slow part; checked again when written
     state, model, vocab, cfg, _ = load_run(run, checkpoint, "cpu")
+    # never replaced, --overwrite or not: the run's corpus and the text inspected
+    keep = [(p, "the run's corpus") for p in data_paths(cfg)] + ([(file, "the text inspected")] if file else [])
+    if out is not None:
+        check_user_output(out, overwrite=overwrite, keep=keep)  # refused before the slow part; checked again later
     notes: list[str] = []
     if text is not None or file is not None:
         body = text if text is not None else read_file_option(file, "--file", "pass a file with some text")
@@ -77,7 +79,6 @@ def inspect_(
     if out is None:
         out = run / "inspect.html" if run.is_dir() else run.with_name(run.stem + "-inspect.html")
     page = render_page(data).encode("utf-8")
-    keep = [(p, "the run's corpus") for p in data_paths(cfg)] + ([(file, "the text inspected")] if file else [])
     out = write_user_file(out, page, overwrite=overwrite, keep=keep)
     if as_json:
         return

@@ -125,7 +125,7 @@ def _novelty_index(run: Path, cfg, vocab, cache: Path | None, recorded: dict | N
     notes: list[str] = []
     corpus = open_run_corpus(run, cfg, vocab, "--novelty compares samples with it: restore it, or sample without "
                                           "--novelty", cache=cache, notes=notes)
-    change = changed_corpus_note(recorded, corpus, "--novelty compares samples with the text as it is now, not the "
+    change = changed_corpus_note(recorded, corpus, "Novelty is measured against the text as it is now, not the "
                                  "text the run was trained on")
     print_notes(notes + ([change] if change else []))
     n_train = len(corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)["train"])

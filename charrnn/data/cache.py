@@ -145,13 +145,13 @@ def _not_written(exc: OSError, entry: Path) -> CacheNotWritten:
     """The one-line error for a cache entry that could not be written, naming the file."""
     where = exc.filename or entry
     # numpy's tofile reports a short write ("9600 requested and 0 written") without an errno: a full disk
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or (exc.errno is None and "written" in str(exc))
+    said = exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or (exc.errno is None and "written" in said)
     if full:
         return CacheFull(f"could not write the encoded corpus cache {where} (no space left on device); free some "
                          "space, or set data.cache to a folder on another disk", "no space left on device")
-    reason = exc.strerror or str(exc)
-    return CacheReadOnly(f"cannot write the encoded corpus cache {where} ({reason}); set data.cache to a writable "
-                         "folder", reason)
+    return CacheReadOnly(f"cannot write the encoded corpus cache {where} ({said}); set data.cache to a writable "
+                         "folder", said)
 
 
 def _remove_stale_entries(cache_dir: Path) -> None:

@@ -53,7 +53,7 @@ def corpus_change(recorded: dict | None, current: dict) -> str | None:
     chars_then, chars_now = recorded.get("chars"), current.get("chars")
     if not (changed or added or removed) and chars_then == chars_now:
         return None
-    parts = [f"{p} has other content ({before[p].get('bytes', 0):,} bytes then, {now[p]['bytes']:,} now)"
+    parts = [f"{p} holds other text ({before[p].get('bytes', 0):,} bytes then, {now[p]['bytes']:,} now)"
              for p in changed[:2]]
     if len(changed) > 2:
         parts.append(f"{_plural(len(changed) - 2, 'more file')} changed")
@@ -62,5 +62,5 @@ def corpus_change(recorded: dict | None, current: dict) -> str | None:
     if removed:
         parts.append(f"{_plural(len(removed), 'file')} gone ({removed[0]}{', ...' if len(removed) > 1 else ''})")
     if isinstance(chars_then, int) and isinstance(chars_now, int):
-        parts.append(f"{chars_then:,} characters then, {chars_now:,} now")
+        parts.append(f"the text was {chars_then:,} characters, now {chars_now:,}")
     return "; ".join(parts)

@@ -16,19 +16,22 @@ import numpy as np
 
 from charrnn.config import Config
 from charrnn.data.cache import CacheNotWritten, EncodedCorpus
-from charrnn.data.corpus import data_paths, open_corpus, run_cache_dir
+from charrnn.data.corpus import data_paths, open_corpus, run_cache_dir, run_folder
 from charrnn.data.fingerprint import corpus_change
 from charrnn.errors import UserError
 from charrnn.vocab import Vocab
 
 
 def read_cache_dir(cfg: Config, run: Path, cache: Path | None = None) -> Path | None:
-    """Where a read-only command keeps encoded text: --cache DIR, else the run's own cache while it exists; None
-    when neither (encode without a cache)."""
+    """Where a read-only command keeps encoded text: --cache DIR, else the run's own cache while it exists (where
+    its config says, or beside the run folder, where a moved runs/ folder took its .cache along); None when there
+    is none (encode without a cache)."""
     if cache is not None:
         return Path(cache).expanduser()
-    own = run_cache_dir(cfg, run)
-    return own if own.is_dir() else None
+    for own in (run_cache_dir(cfg, run), run_folder(run).parent / ".cache"):
+        if own.is_dir():
+            return own
+    return None
 
 
 def through_cache(load: Callable[[Path], EncodedCorpus], cfg: Config, run: Path, cache: Path | None,
@@ -65,10 +68,10 @@ def open_run_corpus(run: Path, cfg: Config, vocab: Vocab, fix: str, *, cache: Pa
 
 
 def changed_corpus_note(recorded: dict | None, corpus: EncodedCorpus, meaning: str) -> str | None:
-    """'warning: the run's corpus changed since it was trained (...); <meaning>', or None when it did not (or the
-    checkpoint recorded nothing)."""
+    """'warning: the run's corpus changed since it was trained: <what changed>. <meaning>', or None when it did
+    not (or the checkpoint recorded nothing)."""
     change = corpus_change(recorded, corpus.record())
-    return None if change is None else f"warning: the run's corpus changed since it was trained ({change}); {meaning}"
+    return None if change is None else f"warning: the run's corpus changed since it was trained: {change}. {meaning}"
 
 
 TOO_SHORT = "scoring needs at least 2 characters (each is predicted from the ones before it)"
@@ -91,8 +94,8 @@ def run_split_ids(run: Path, cfg: Config, vocab: Vocab, split: str, alternative:
         share = f"data.{split}_fraction={fraction:g}" if fraction else "what val and test leave"
         raise UserError(f"the {split} split of {where} holds {len(ids)} character ({share} of "
                         f"{len(corpus.ids):,}); {TOO_SHORT}: use --split train or {alternative}")
-    note = changed_corpus_note(recorded, corpus, f"its {split} split is now other text than the run's {split} "
-                               "split, so scores here are not comparable with the run's own")
+    note = changed_corpus_note(recorded, corpus, f"The {split} split is now other text than the one the run was "
+                               "scored on: these figures are not comparable with the run's own")
     if note is not None:
         notes.append(note)
         return ids, f"{split} split of {where} (changed since training)"

@@ -154,6 +154,10 @@ def check_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = F
                                 f"{_listing(foreign)}); charrnn writes a run only into a new folder, an empty one "
                                 "or a run folder it made: choose another --name or --run-dir")
             started = paths.has_checkpoint() or paths.metrics.exists()
+            if started and not overwrite and not paths.has_checkpoint():
+                raise UserError(f"run folder {paths.root} holds a run that stopped before its first checkpoint (it "
+                                "has no model to resume); pass --overwrite to start it again, or --name to pick "
+                                "another")
             if started and not overwrite:
                 raise UserError(
                     f"run folder {paths.root} already holds a run; pass --resume to continue it, "

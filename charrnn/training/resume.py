@@ -56,11 +56,11 @@ def resume_notes(saved: dict | None, corpus: EncodedCorpus) -> list[str]:
         return []
     notes = []
     if Path(saved.get("resumed_from") or "last.pt").name == "best.pt":
-        notes.append(f"note: the run has no last.pt (it stopped after its first evaluation, before its first "
-                     f"checkpoint): resuming from best.pt, step {saved['step']}")
+        notes.append(f"note: the run has no last.pt (it stopped before writing one): resuming from best.pt, step "
+                     f"{saved['step']}")
     change = corpus_change(saved.get("corpus"), corpus.record())
     if change:
-        notes.append(f"warning: the corpus changed since the checkpoint ({change}); training goes on with the text as "
+        notes.append(f"warning: the corpus changed since the checkpoint: {change}. Training goes on with the text as "
                      f"it is now, whose val split is other text: val losses after step {saved['step']} are not "
                      "comparable with those before")
     return notes

@@ -157,7 +157,7 @@ class Trainer:
         except BaseException as exc:
             self._end("failed", self.state.step, _reason(exc))
             if self.discard_on_failure and not self.checkpoints_written and dist.is_main:
-                self._close_tracker()
+                self._close_tracker(quietly=True)
                 clear_run_dir(paths.root, best_effort=True)
             raise
         finally:
