@@ -162,7 +162,13 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         or (base is str and isinstance(value, str))
     )
     if not ok:
-        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}")
+        hint = ""
+        if base is str and isinstance(value, int | float | bool):  # YAML read 123, 1e3 or yes as a number or flag
+            kind = {bool: "true/false flag", int: "number", float: "number"}[type(value)]
+            text = value if type(value) is int else "..."  # 1e3 and yes are not what the user typed
+            hint = (f"; YAML reads the value as a {kind}: quote it to mean text (in a config file "
+                    f"{key.split('.')[-1]}: \"{text}\", on the command line --set '{key}=\"{text}\"')")
+        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}{hint}")
     if base is float:
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):

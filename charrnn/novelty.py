@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from bisect import bisect_left
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -63,13 +63,15 @@ class Novelty:
     shared_start: int  # where that stretch starts in the sample (prime included)
     shared_text: str
     in_train: bool | None  # for a sample ended by the stop string: is it a whole record of the training text
+    empty: bool = field(default=False, compare=False)  # the stop string came first: no record to judge (in_train None)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "empty"}
 
     def describe(self) -> str:
-        """One line for people: 'in train' / 'new', then the longest shared stretch."""
+        """One line for people: 'in train' / 'new' (or 'empty'), then the longest shared stretch."""
         verdict = "" if self.in_train is None else ("in train; " if self.in_train else "new; ")
+        verdict = "empty: the stop string came first; " if self.empty else verdict
         shown = self.shared_text if len(self.shared_text) <= 60 else self.shared_text[:57] + "..."
         return (f"novelty: {verdict}longest stretch shared with the training text: {self.longest_shared} "
                 f"character{'' if self.longest_shared == 1 else 's'} at {self.shared_start}: {shown!r}")
@@ -163,8 +165,10 @@ def novelty(index: NoveltyIndex, vocab, sample: str, stop: str | None, ended_by_
     """What a sample (prime included) shares with the indexed training text."""
     ids = vocab.encode(sample)
     length, start = index.longest_shared(ids)
-    in_train = None
+    in_train, empty = None, False
     if stop and ended_by_stop:
         record = sample[sample.rfind(stop) + len(stop) :] if stop in sample else sample  # after a stop in the prime
-        in_train = all(c in vocab for c in stop) and index.is_record(vocab.encode(record), vocab.encode(stop))
-    return Novelty(length, start, sample[start : start + length], in_train)
+        empty = record == ""  # an empty record is no name, line or word of the training text, whatever it holds
+        if not empty:
+            in_train = all(c in vocab for c in stop) and index.is_record(vocab.encode(record), vocab.encode(stop))
+    return Novelty(length, start, sample[start : start + length], in_train, empty)

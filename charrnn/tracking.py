@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from rich.progress import (
 )
 
 from charrnn.console import stderr_console
+from charrnn.errors import TrainingFailed
 from charrnn.jupyter import NotebookProgress, in_jupyter
 from charrnn.safe_files import atomic_write
 from charrnn.vocab import visible_char
@@ -36,6 +39,39 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 
 
 _STATUS_SUFFIX = ".status"
+
+_GO_ON = "continue with --resume (a run with no checkpoint yet: train it again)"
+
+
+def _quiet_event_writer_threads() -> None:
+    """TensorBoard writes events in a thread that, on a full disk, prints its traceback ("Exception in thread
+    ...") and hands the error to the next write in the main thread: there it becomes charrnn's one-line error, so
+    the thread's own report is left out. Other threads' exceptions are reported as always."""
+    previous = threading.excepthook
+    if getattr(previous, "charrnn_quiet", False):
+        return
+
+    def hook(args):
+        if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+
+    hook.charrnn_quiet = True
+    threading.excepthook = hook
+
+
+def _writes_events(method):
+    """A TensorBoard write that fails (a full disk) is a one-line TrainingFailed naming the run folder."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            raise TrainingFailed(f"could not write the TensorBoard log in {self.run_dir} ({exc.strerror or exc}); "
+                                 f"free some space, then {_GO_ON}") from None
+
+    return wrapper
 
 
 def _wait_to_sort_after_existing_event_files(run_dir: Path, limit_s: float = 2.0) -> None:
@@ -63,6 +99,7 @@ class Tracker:
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
 
+            _quiet_event_writer_threads()
             if purge_step is not None:
                 _wait_to_sort_after_existing_event_files(self.run_dir)
             # purge_step hides events a crashed session logged after the checkpoint it resumes from.
@@ -96,12 +133,14 @@ class Tracker:
             self._progress.start()
 
     # -- TensorBoard -------------------------------------------------------------------------------
+    @_writes_events
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer is not None:
             for tag, value in values.items():
                 if value is not None and math.isfinite(value):
                     self.writer.add_scalar(tag, value, step)
 
+    @_writes_events
     def text(self, step: int, tag: str, text: str) -> None:
         if self.writer is not None:
             from tensorboard.plugins.text.summary_v2 import text_pb
@@ -111,6 +150,7 @@ class Tracker:
             markdown = "```\n" + text.replace("```", "'''") + "\n```"
             self.writer.file_writer.add_summary(text_pb(tag, markdown), step)
 
+    @_writes_events
     def hparams(self, hparams: dict[str, Any], metric_tags: list[str]) -> None:
         """Declare the run's hyperparameters and the scalar tags that score it (HParams tab)."""
         if self.writer is None:
@@ -122,6 +162,7 @@ class Tracker:
         for summary in (exp, ssi):  # file_writer: the writer's public FileWriter, set while it is open
             self.writer.file_writer.add_summary(summary)
 
+    @_writes_events
     def session_status(self, status: str) -> None:
         """The HParams session status: running, success, failure or aborted. TensorBoard keeps the first status
         it reads for a run, so the status lives alone in a small event file of its own that each change replaces
@@ -144,6 +185,7 @@ class Tracker:
         writer.add_summary(summary)
         writer.close()
 
+    @_writes_events
     def parameter_histograms(self, step: int, model: Any) -> None:
         """The distribution of every weight and of its gradient (weights/NAME, grads/NAME)."""
         if self.writer is None:
@@ -153,6 +195,7 @@ class Tracker:
             if p.grad is not None:
                 self.writer.add_histogram(f"grads/{name}", p.grad.detach().float().cpu(), step)
 
+    @_writes_events
     def embedding(self, step: int, weights: Any, chars: list[str]) -> None:
         """The character embedding in the Projector, each point labelled by its character."""
         if self.writer is not None:
@@ -168,11 +211,18 @@ class Tracker:
         # Strict JSON: a value that is not a finite number (no train steps since the last eval) is null.
         clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
         # One write(2) of the whole line on an O_APPEND descriptor: a kill leaves a line whole or absent.
-        fd = os.open(self.run_dir / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        path = self.run_dir / "metrics.jsonl"
         try:
-            os.write(fd, (json.dumps(clean) + "\n").encode("utf-8"))
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                line = (json.dumps(clean) + "\n").encode("utf-8")
+                if os.write(fd, line) != len(line):
+                    raise OSError(28, "No space left on device")  # a short write: the rest did not fit
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise TrainingFailed(f"could not write {path} ({exc.strerror or exc}); free some space, then {_GO_ON}"
+                                 ) from None
         self.scalars(record["step"], {"val/loss": record.get("val_loss"), "val/bpc": record.get("val_bpc"),
                                       "val/accuracy": record.get("val_accuracy")})
         self._last_val = record.get("val_loss", float("nan"))
@@ -205,19 +255,23 @@ class Tracker:
         elif not self.quiet:
             print(text, file=sys.stderr, flush=True)
 
+    @_writes_events
     def flush(self) -> None:
         """Write buffered events to disk now (before a checkpoint, so a crash loses no logged step)."""
         if self.writer is not None:
             self.writer.flush()
 
+    @_writes_events
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-            self.writer = None
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.flush()
+            finally:
+                writer.close()
 
 
 def flat_hparams(config: dict) -> dict:

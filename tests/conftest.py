@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,37 @@ def make_config(tmp_path):
         return tiny_config(tmp_path, text, **sections)
 
     return factory
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "64k"):
+    """A tmpfs of `size` mounted at path, for the tests of a full or read-only disk: filling a real disk is not
+    an option, and nothing else makes write(2) fail with ENOSPC or EROFS the way a user's disk does. Mounting needs
+    root; elsewhere the test is skipped. remount(path) makes it read-only."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs (the only honest way to fill a disk or make it read-only)")
+    path.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if res.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def read_only(path: Path) -> None:
+    """Remount a small_disk read-only (root bypasses file permissions, so chmod would prove nothing)."""
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True)
+
+
+def fill(path: Path) -> None:
+    """Fill the disk that holds folder path, to the last byte."""
+    fd = os.open(path / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):
+            while os.write(fd, b"\0" * 512):
+                pass
+    finally:
+        os.close(fd)

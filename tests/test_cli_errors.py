@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import one_line_error, tiny_config
+from conftest import REPO, one_line_error, tiny_config
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -296,3 +296,17 @@ def test_prime_files_that_are_empty_binary_or_foreign_fail_in_one_line(ws, sampl
         assert res.exit_code == 0, res.output
     else:
         one_line_error(res)
+
+
+def test_a_number_where_text_belongs_says_how_to_quote_it():
+    args = ["train", "--set", "name=123", "--config", str(REPO / "configs" / "ihello.yaml")]
+    one_line_error(runner.invoke(app, args),
+                   "must be a string, got 123", "--set 'name=\"123\"'")
+
+
+def test_held_out_fractions_that_leave_too_little_are_named(make_config, tmp_path):
+    """val_fraction=0.999 was refused as 'too few for train.seq_length', without naming val_fraction."""
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump(make_config("hello world, " * 5).to_dict()), encoding="utf-8")
+    res = runner.invoke(app, ["train", "--config", str(cfg_file), "--set", "data.val_fraction=0.999", "-q"])
+    one_line_error(res, "data.val_fraction=0.999", "leaving 0 to train on", "train.seq_length=6")

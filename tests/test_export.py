@@ -339,16 +339,29 @@ def test_bf16_and_fine_tuned_runs_export_the_same_onnx(special_runs, ort, tmp_pa
 
 # ---- where it writes, and the refusals -------------------------------------------------------------------------------
 
-def test_default_out_is_in_the_run_folder_and_existing_files_need_overwrite(runs, tmp_path):
+def test_default_out_is_in_the_run_folder_and_only_charrnns_own_files_are_replaced(runs, tmp_path):
+    """The shared rule (safe_files.py): a page or ONNX file charrnn wrote carries its stamp and is replaced by the
+    next export; a user's file at that path only with --overwrite."""
+    from charrnn.safe_files import written_by_charrnn
+
     run = tmp_path / "run"
     shutil.copytree(runs["rnn-onehot"], run)
-    assert invoke("export", run).exit_code == 0 and (run / "run.html").is_file()
+    assert invoke("export", run).exit_code == 0 and written_by_charrnn(run / "run.html")
     if importlib.util.find_spec("onnx") is not None:
-        assert invoke("export", run, "--format", "onnx").exit_code == 0 and (run / "run.onnx").is_file()
-    one_line_error(invoke("export", run), f"{run / 'run.html'} exists", "--overwrite")
-    before = (run / "run.html").stat().st_mtime_ns
-    assert invoke("export", run, "--overwrite", "--weights", "fp16").exit_code == 0
-    assert (run / "run.html").stat().st_mtime_ns != before
+        assert invoke("export", run, "--format", "onnx").exit_code == 0 and written_by_charrnn(run / "run.onnx")
+        assert invoke("export", run, "--format", "onnx", "--weights", "fp16").exit_code == 0
+    before = (run / "run.html").read_bytes()
+    assert invoke("export", run, "--weights", "fp16").exit_code == 0  # its own page: replaced
+    assert (run / "run.html").read_bytes() != before
+    (run / "run.html").write_text("my notes")  # a user's file in a run folder: never replaced
+    one_line_error(invoke("export", run, "--overwrite"), f"{run / 'run.html'} is a file of the run folder")
+    assert (run / "run.html").read_text() == "my notes"
+    page = tmp_path / "page.html"
+    page.write_text("my page")  # a user's file elsewhere: only with --overwrite
+    one_line_error(invoke("export", run, "--out", page), f"{page} exists and was not written by charrnn",
+                   "--overwrite")
+    assert page.read_text() == "my page"
+    assert invoke("export", run, "--out", page, "--overwrite").exit_code == 0 and written_by_charrnn(page)
     checkpoint = run / "checkpoints" / "best.pt"
     assert invoke("export", checkpoint).exit_code == 0 and (run / "run-best.html").is_file()
 
@@ -375,7 +388,7 @@ def test_never_replaces_links_folders_or_the_runs_own_files(runs, tmp_path):
     target.write_text("mine")
     (tmp_path / "link.html").symlink_to(target)
     corpus = Path(load(run).config.data.path)
-    cases = [(tmp_path / "link.html", "symbolic link"), (tmp_path, "not a regular file"),
+    cases = [(tmp_path / "link.html", "symbolic link"), (tmp_path, "is a folder"),
              (run / "checkpoints" / "best.pt", "checkpoint"), (run / "checkpoints" / "last.pt", "checkpoint"),
              (run / "config.yaml", "config"), (corpus, "corpus")]
     for out, fragment_ in cases:

@@ -71,6 +71,17 @@ def test_whole_record_means_framed_by_the_stop_string(sample, in_train):
     assert novelty(index, vocab, "\n" + sample, "\n", ended_by_stop=True).in_train is in_train  # stop in the prime
 
 
+def test_an_empty_sample_ended_by_the_stop_string_is_empty_not_in_train():
+    """The stop string straight after the prime (or at once) left an empty record, reported 'in train'."""
+    vocab = Vocab.from_text("emma\nava\n\nzoe")
+    ids = vocab.encode("emma\nava\n\nzoe").astype(np.uint8)
+    index = NoveltyIndex(ids, suffix_array(ids))
+    for sample in ("", "\n"):
+        report = novelty(index, vocab, sample, "\n", ended_by_stop=True)
+        assert report.in_train is None and report.describe().startswith("novelty: empty")
+        assert "empty" not in report.to_dict()
+
+
 def test_index_is_saved_beside_the_ids_and_reused(tmp_path, monkeypatch):
     corpus_file = tmp_path / "t.txt"
     corpus_file.write_text("abracadabra" * 5, encoding="utf-8")

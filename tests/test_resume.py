@@ -30,8 +30,10 @@ from tensorboard.util import tensor_util
 
 import charrnn.training.checkpointing as checkpointing_module
 import charrnn.training.setup as setup_code
+import charrnn.training.trainer as trainer_module
 import charrnn.training.validation as validation_module
 from charrnn.errors import TrainingFailed
+from charrnn.run import status as run_status
 from charrnn.run.checkpoint import load_checkpoint
 from charrnn.tracking import Tracker
 from charrnn.training.loop import train
@@ -360,5 +362,42 @@ def test_a_second_interrupt_stops_at_once_and_the_run_stays_resumable(make_confi
         train(cfg, quiet=True)
     last = Path(cfg.log.dir) / cfg.name / "checkpoints" / "last.pt"
     assert load_checkpoint(last)["step"] == 2
+    assert run_status.read(last.parent.parent)["step"] == 2  # said step 4, where the signal came, not last.pt's
     monkeypatch.undo()
     assert train(cfg, resume=True, quiet=True).step == 8
+
+
+# -- no run that holds a model is a dead end ------------------------------------------------------------------
+
+def test_a_run_stopped_after_its_first_best_and_before_its_first_last_resumes_from_best_exactly(tmp_path,
+                                                                                                monkeypatch):
+    """Issue 24, case 3: with eval_every < checkpoint_every a run killed between its first best.pt and its
+    first last.pt had no way on: --resume wanted last.pt, a plain train refused the folder, and --overwrite
+    deleted the only model. Now --resume continues from best.pt, and exactly."""
+    cfg = resume_config(tmp_path, "random")  # eval_every 4, checkpoint_every 5
+    reference = tmp_path / "reference"
+    train(cfg, run_dir=reference, quiet=True)
+
+    def killed(self):
+        raise KeyboardInterrupt  # the process is stopped where last.pt would have been written
+
+    monkeypatch.setattr(trainer_module.Trainer, "save_last", killed)
+    run = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run_dir=run, quiet=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt"]
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == 4
+    assert run_status.read(run)["step"] == 4  # the step --resume continues from
+    assert train(cfg, run_dir=run, resume=True, quiet=True).step == STEPS
+    assert_same_run(run, reference)
+
+
+def test_a_tiny_time_budget_leaves_a_resumable_run(make_config):
+    """`--set train.time_budget=0.001` finished before its first step with best.pt and no last.pt."""
+    cfg = make_config(TEXT, train={"time_budget": 0.001, "max_steps": None})
+    result = train(cfg, quiet=True)
+    last = result.run_dir / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["step"] == result.step
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget=None, max_steps=result.step + 3))
+    assert train(longer, resume=True, quiet=True).step == result.step + 3

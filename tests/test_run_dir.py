@@ -144,3 +144,87 @@ def test_a_folder_it_may_not_use_is_refused_before_the_corpus_is_encoded_or_the_
     with pytest.raises(UserError, match="not an empty folder or a charrnn run folder"):
         train(cfg, run_dir=project, quiet=True)
     assert not (tmp_path / "runs" / ".cache").exists()  # the corpus was not encoded either
+
+
+# -- --overwrite deletes what charrnn wrote, and nothing else ------------------------------------------------
+
+def test_overwrite_keeps_the_users_own_files_in_a_run_folder(make_config, tmp_path):
+    """Issue 24, case 2: NOTES.md, samples.txt and a folder kept in a run folder by hand were deleted."""
+    cfg = make_config(train={"max_steps": 10}, model={"encoding": "embedding", "embedding_dim": 4},
+                      log={"tensorboard": True})
+    run = train(cfg, quiet=True).run_dir
+    (run / "NOTES.md").write_text("what I tried\n", encoding="utf-8")
+    (run / "samples.txt").write_text("hihello\n", encoding="utf-8")
+    (run / "2024").mkdir()
+    (run / "2024" / "plot.png").write_bytes(b"png")
+    (run / "checkpoints" / "mine.ckpt").write_bytes(b"another tool's")
+    mine = {k: v for k, v in snapshot(run).items() if k.startswith(("NOTES", "samples", "2024", "checkpoints/mine"))}
+    res = cli_train(make_config(train={"max_steps": 5}), tmp_path, run, "--overwrite")
+    assert res.exit_code == 0, res.output
+    after = snapshot(run)
+    assert {k: after.get(k) for k in mine} == mine
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 5
+    assert not list(run.glob("0000*"))  # the old run's projector folder (charrnn's) is gone
+
+
+@pytest.mark.parametrize("inside", ["corpus", "init_from"])
+def test_overwrite_refuses_a_folder_that_holds_what_the_new_run_reads(make_config, tmp_path, inside):
+    """`train --data runs/keep/corpus.txt --name keep --overwrite` deleted the corpus it was about to train on;
+    `--init-from runs/x --name x --overwrite` destroyed its own source."""
+    run = train(make_config(), quiet=True).run_dir
+    corpus = run / "corpus.txt"
+    corpus.write_text("hihello", encoding="utf-8")
+    before = snapshot(run)
+    cfg_file = tmp_path / "c.yaml"
+    save_config(make_config(), cfg_file)
+    what = ["--data", str(corpus)] if inside == "corpus" else ["--init-from", str(run)]
+    res = runner.invoke(app, ["train", "--config", str(cfg_file), "--run-dir", str(run), "--overwrite", "-q", *what])
+    one_line_error(res, "--overwrite refused", "inside the run folder", str(run))
+    assert snapshot(run) == before
+
+
+def test_an_overwrite_cut_short_leaves_a_folder_overwrite_still_takes(make_config, monkeypatch):
+    """Issue 24, case 4: the marker could go first, leaving a folder neither --overwrite nor --resume took."""
+    from charrnn.run import folder
+
+    cfg = make_config()
+    run = train(cfg, quiet=True).run_dir
+    remove = folder._remove
+    removed = []
+
+    def remove_then_stop(entry, best_effort):
+        if len(removed) == 3:
+            raise KeyboardInterrupt
+        removed.append(entry.name)
+        remove(entry, best_effort)
+
+    monkeypatch.setattr(folder, "_remove", remove_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_run_dir(run, overwrite=True)
+    monkeypatch.undo()
+    assert MARKER not in removed and (run / MARKER).is_file()
+    assert train(cfg, run_dir=run, overwrite=True, quiet=True).step == cfg.train.max_steps
+
+
+def test_an_old_run_folder_is_marked_before_it_is_cleared(make_config, monkeypatch):
+    """A run folder from before the marker is known by its names: a clear cut short must not lose them all."""
+    from charrnn.run import folder
+
+    run = train(make_config(), quiet=True).run_dir
+    (run / MARKER).unlink()
+
+    def stop(entry, best_effort):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(folder, "_remove", stop)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_run_dir(run, overwrite=True)
+    assert is_run_dir(run) and (run / MARKER).is_file()
+
+
+def test_a_folder_whose_run_stopped_before_any_checkpoint_says_overwrite_loses_nothing(make_config, tmp_path):
+    run = train(make_config(), quiet=True).run_dir
+    for pt in (run / "checkpoints").iterdir():
+        pt.unlink()
+    line = one_line_error(cli_train(make_config(), tmp_path, run))
+    assert "before its first checkpoint" in line and "--overwrite" in line

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from charrnn.cli.typer_app import app, check_split, handles_errors, load_run, read_file_option
+from charrnn.cli.typer_app import CACHE_HELP, app, check_split, handles_errors, load_run, print_notes, read_file_option
 from charrnn.data.run_corpus import run_split_ids
 from charrnn.errors import UserError
 
@@ -26,35 +26,44 @@ def inspect_(
                                        "warms the hidden state.")] = 0,
     length: Annotated[int | None, typer.Option("--length", "-n", min=1, help="Characters shown (at most 10,000) "
                                                "[default: 2,000].", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="The page to write [default: RUN/inspect.html].",
-                                             show_default=False)] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="The page to write [default: RUN/inspect.html]: a new "
+                                            "file, or a page charrnn wrote.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out file that charrnn did not write "
+                                            "(never a checkpoint, a run's file or the text read).")] = False,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last | PATH.")] = "best",
     as_json: Annotated[bool, typer.Option("--json", help="Print the data (text, bits, top-5, ranked units) "
                                           "as JSON instead of writing the page.")] = False,
+    cache: Annotated[Path | None, typer.Option("--cache", help=CACHE_HELP, show_default=False)] = None,
 ) -> None:
     """Write one HTML page that shows what each character cost the model and what its units track.
 
     Example: charrnn inspect runs/shakespeare --split val --length 2000 --out page.html
     """
+    from charrnn.data.corpus import data_paths
     from charrnn.inspection.page import page_data, render_page, summary
     from charrnn.inspection.recording import describe_model, encode_window, record, shown_length, window
     from charrnn.run.checkpoint import resolve_checkpoint
-    from charrnn.safe_files import atomic_write
+    from charrnn.safe_files import check_user_output, write_user_file
 
     if sum(x is not None for x in (text, file, split)) > 1:
         raise UserError("pass one of --text, --file and --split")
     if split is not None:
         check_split(split)
     length = shown_length(text, start, length)
-    if out is not None and not out.parent.is_dir():
-        raise UserError(f"cannot write {out}: the folder {out.parent} does not exist; create it or pick another --out")
     state, model, vocab, cfg, _ = load_run(run, checkpoint, "cpu")
+    # never replaced, --overwrite or not: the run's corpus and the text inspected
+    keep = [(p, "the run's corpus") for p in data_paths(cfg)] + ([(file, "the text inspected")] if file else [])
+    if out is not None:
+        check_user_output(out, overwrite=overwrite, keep=keep)  # refused before the slow part; checked again later
+    notes: list[str] = []
     if text is not None or file is not None:
         body = text if text is not None else read_file_option(file, "--file", "pass a file with some text")
         shown, warmup = encode_window(vocab, body, start, length)
         source = "--text" if text is not None else str(file)
     else:
-        ids, source = run_split_ids(run, cfg, vocab, split or "val", "--file FILE")
+        ids, source = run_split_ids(run, cfg, vocab, split or "val", "--file FILE", cache=cache, notes=notes,
+                                    recorded=state.get("corpus"))
+        print_notes(notes)
         shown, warmup = window(ids, start, length)
     rec = record(model, shown, warmup)
     shown_text = vocab.decode(shown)
@@ -70,7 +79,7 @@ def inspect_(
     if out is None:
         out = run / "inspect.html" if run.is_dir() else run.with_name(run.stem + "-inspect.html")
     page = render_page(data).encode("utf-8")
-    atomic_write(out, lambda f: f.write(page))
+    out = write_user_file(out, page, overwrite=overwrite, keep=keep)
     if as_json:
         return
     console = Console(highlight=False, soft_wrap=True)

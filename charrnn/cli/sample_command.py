@@ -10,9 +10,16 @@ from typing import Annotated
 
 import typer
 
-from charrnn.cli.typer_app import PRECISION_HELP, app, handles_errors, read_file_option
+from charrnn.cli.typer_app import (
+    CACHE_HELP,
+    PRECISION_HELP,
+    app,
+    handles_errors,
+    print_notes,
+    read_file_option,
+)
 from charrnn.config import MAX_SEED
-from charrnn.data.run_corpus import open_run_corpus
+from charrnn.data.run_corpus import changed_corpus_note, open_run_corpus
 from charrnn.errors import UserError
 
 
@@ -42,6 +49,8 @@ def sample(
                                             "where there is none yet) | last | PATH.")] = "best",
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
     precision: Annotated[str, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
+    cache: Annotated[Path | None, typer.Option("--cache", help="With --novelty: " + CACHE_HELP,
+                                               show_default=False)] = None,
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is produced.
 
@@ -63,7 +72,7 @@ def sample(
     # The options, the prime's characters and the memory are checked here, before any output; so is the corpus.
     stream = m.sample_stream(prime or "", length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                              seed=seed, num_samples=num_samples, stop=stop, precision=precision)
-    index = _novelty_index(run, m.config, m.vocab) if novelty else None
+    index = _novelty_index(run, m.config, m.vocab, cache, m.state.get("corpus")) if novelty else None
     _print_samples(stream, as_json, index, m.vocab, stop)
 
 
@@ -96,11 +105,16 @@ def _print_samples(stream, as_json: bool, index, vocab, stop: str | None) -> Non
     out.flush()
 
 
-def _novelty_index(run: Path, cfg, vocab):
-    """The index of the run's training split that --novelty compares samples with."""
+def _novelty_index(run: Path, cfg, vocab, cache: Path | None, recorded: dict | None):
+    """The index of the run's training split that --novelty compares samples with; notes (a changed corpus, no
+    cache) go to stderr."""
     from charrnn.novelty import NoveltyIndex
 
+    notes: list[str] = []
     corpus = open_run_corpus(run, cfg, vocab, "--novelty compares samples with it: restore it, or sample without "
-                                          "--novelty")
+                                          "--novelty", cache=cache, notes=notes)
+    change = changed_corpus_note(recorded, corpus, "Novelty is measured against the text as it is now, not the "
+                                 "text the run was trained on")
+    print_notes(notes + ([change] if change else []))
     n_train = len(corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)["train"])
     return NoveltyIndex.for_corpus(corpus, n_train)

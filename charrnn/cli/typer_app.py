@@ -150,6 +150,16 @@ PRECISION_HELP = ("fp32 (default) | bf16 | fp16 (GPU) | auto (bf16 where native)
                    "the run was trained in.")
 
 
+CACHE_HELP = ("Keep the run's encoded text in this folder [default: the run's own cache while it exists; else it is "
+              "encoded without a cache].")
+
+
+def print_notes(notes: list[str]) -> None:
+    """Notes and warnings of a read-only command, one line each on stderr (stdout stays the command's output)."""
+    for note in notes:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(_one_line(note), markup=False)
+
+
 def load_run(run: Path, checkpoint: str, device: str | None):
     from charrnn.trained import load
 

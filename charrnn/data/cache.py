@@ -3,6 +3,8 @@ reused while its files are unchanged, and memory-mapped, so a corpus larger than
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -14,12 +16,30 @@ import numpy as np
 
 from charrnn.data.encode import Progress, encode_files, id_dtype
 from charrnn.data.files import CorpusFiles, list_corpus_files
+from charrnn.data.fingerprint import fingerprint_files
 from charrnn.data.text import CHUNK_BYTES
-from charrnn.errors import UserError
-from charrnn.safe_files import atomic_write
+from charrnn.errors import TrainingFailed, UserError
+from charrnn.safe_files import atomic_write, remove_stale_temporaries
 from charrnn.vocab import Vocab
 
-_CACHE_FORMAT = 3
+_CACHE_FORMAT = 4  # 4 adds each file's length and fingerprint ("sources")
+
+
+class CacheNotWritten(Exception):
+    """The encoded corpus could not be written into the cache: a read-only folder (CacheReadOnly, exit 2) or a full
+    disk (CacheFull, exit 1). A read-only command then encodes it without a cache."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason  # e.g. "Read-only file system"
+
+
+class CacheReadOnly(CacheNotWritten, UserError):
+    pass
+
+
+class CacheFull(CacheNotWritten, TrainingFailed):
+    pass
 
 
 @dataclass
@@ -31,6 +51,12 @@ class EncodedCorpus:
     entry: Path  # the cache folder that holds the id file (other indexes of the corpus go beside it)
     files: int = 1
     skipped: list[str] = field(default_factory=list)  # files of a folder left out: not UTF-8 text
+    sources: list[dict] = field(default_factory=list)  # per file read: path, bytes, xxh3 (data/fingerprint.py)
+
+    def record(self) -> dict:
+        """What a run remembers of its corpus (saved in its checkpoints): each file's path, length and
+        fingerprint, and the characters of the whole text."""
+        return {"chars": len(self.ids), "files": self.sources}
 
     def splits(self, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
         """train | val | test, in file order; with test_fraction 0 val is the last fraction of the file."""
@@ -62,7 +88,7 @@ def _open_cached(entry: Path) -> EncodedCorpus | None:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         vocab = Vocab(meta["chars"])
         return EncodedCorpus(_open_ids(entry / "ids.bin", vocab, meta["length"]), vocab, entry,
-                             int(meta.get("files", 1)), list(meta.get("skipped", [])))
+                             int(meta.get("files", 1)), list(meta.get("skipped", [])), list(meta["sources"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -82,6 +108,7 @@ def load_corpus(paths: str | Path | Sequence[str | Path] | CorpusFiles, cache_di
     if progress is not None:  # the bar names the corpus: "encode tinyshakespeare.txt"
         progress = functools.partial(_labelled, progress, files.label)
     separator = separator if len(files) > 1 else ""
+    _remove_stale_entries(Path(cache_dir))
     own_entry = Path(cache_dir) / f"{files.label}.{_cache_key(files, separator, None)}"
     cached = _open_cached(own_entry)
     if cached is not None and (vocab is None or cached.vocab == vocab):
@@ -98,18 +125,46 @@ def load_corpus(paths: str | Path | Sequence[str | Path] | CorpusFiles, cache_di
             what = "" if len(files) == 1 else f" (its {len(files) - len(skipped)} UTF-8 files)"
             raise UserError(f"the corpus {files.names[0] if len(files) == 1 else files.label}{what} holds no text"
                             + (f"; skipped {len(skipped)} files that are not UTF-8 text" if skipped else ""))
+        left_out = set(skipped)
+        sources = fingerprint_files([p for p, name in zip(files.paths, files.names, strict=True)
+                                     if name not in left_out])
         meta = {"chars": vocab.chars, "length": length, "source": [str(p) for p in files.paths[:1]],
-                "files": len(files) - len(skipped), "skipped": skipped}
+                "files": len(files) - len(skipped), "skipped": skipped, "sources": sources}
         atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta).encode("utf-8")))
     except OSError as exc:
         _remove_empty(entry, created)
-        raise UserError(f"cannot write the encoded corpus cache in {entry}: {exc.strerror}; "
-                        "set data.cache to a writable folder") from None
+        raise _not_written(exc, entry) from None
     except BaseException:
         _remove_empty(entry, created)
         raise
     return EncodedCorpus(_open_ids(entry / "ids.bin", vocab, length), vocab, entry, len(files) - len(skipped),
-                         skipped)
+                         skipped, sources)
+
+
+def _not_written(exc: OSError, entry: Path) -> CacheNotWritten:
+    """The one-line error for a cache entry that could not be written, naming the file."""
+    where = exc.filename or entry
+    # numpy's tofile reports a short write ("9600 requested and 0 written") without an errno: a full disk
+    said = exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or (exc.errno is None and "written" in said)
+    if full:
+        return CacheFull(f"could not write the encoded corpus cache {where} (no space left on device); free some "
+                         "space, or set data.cache to a folder on another disk", "no space left on device")
+    return CacheReadOnly(f"cannot write the encoded corpus cache {where} ({said}); set data.cache to a writable "
+                         "folder", said)
+
+
+def _remove_stale_entries(cache_dir: Path) -> None:
+    """Temporaries of encodings that were killed midway (their process is gone; an id file can be gigabytes),
+    and the entry folders they leave empty."""
+    try:
+        entries = [p for p in cache_dir.iterdir() if p.is_dir()]
+    except OSError:
+        return
+    for entry in entries:
+        if remove_stale_temporaries(entry):
+            with contextlib.suppress(OSError):
+                entry.rmdir()  # only if nothing else is left in it
 
 
 def _missing_folders(path: Path) -> list[Path]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
+
 from charrnn.config import Config
 from charrnn.data.cache import EncodedCorpus, load_corpus
 from charrnn.data.encode import Progress
@@ -74,6 +76,20 @@ def open_corpus(cfg: Config, vocab: Vocab | None = None, *, progress: Progress |
         raise UserError("no training text: set data.path in the config or pass --data FILE")
     files = list_corpus_files(paths, cfg.data.include, cfg.data.exclude)
     return load_corpus(files, cache_dir or default_cache_dir(cfg), vocab, progress, separator=cfg.data.separator)
+
+
+def training_splits(corpus: EncodedCorpus, cfg: Config) -> dict[str, np.ndarray]:
+    """The corpus's train | val | test splits, refused in one line that names data.val_fraction and
+    data.test_fraction when what they leave to train on is too short for one train.seq_length window."""
+    splits = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)
+    n_train, total = len(splits["train"]), len(corpus.ids)
+    held_out = cfg.data.val_fraction + cfg.data.test_fraction
+    if n_train < cfg.train.seq_length + 1 and held_out and total >= cfg.train.seq_length + 1:
+        raise UserError(f"data.val_fraction={cfg.data.val_fraction:g} and data.test_fraction="
+                        f"{cfg.data.test_fraction:g} hold out {total - n_train:,} of the corpus's {total:,} "
+                        f"characters, leaving {n_train:,} to train on: too few for train.seq_length="
+                        f"{cfg.train.seq_length}; lower data.val_fraction (or data.test_fraction)")
+    return splits
 
 
 def skipped_note(skipped: list[str]) -> str:

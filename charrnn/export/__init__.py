@@ -42,7 +42,7 @@ def export(run: str | Path, *, fmt: str = "html", out: str | Path | None = None,
            checkpoint: str = "best", overwrite: bool = False) -> Exported:
     """Write the run's model (its best.pt unless `checkpoint` says last or a path) as `fmt` to `out` (default:
     default_out), with float32 or float16 weights. An existing `out` is replaced only with overwrite."""
-    from charrnn.export.target import check_out, write_out
+    from charrnn.safe_files import check_user_output, write_user_file
     from charrnn.trained import load
 
     if fmt not in FORMATS:
@@ -54,9 +54,11 @@ def export(run: str | Path, *, fmt: str = "html", out: str | Path | None = None,
     run = Path(run)
     model = load(run, checkpoint=checkpoint, device="cpu")
     out = Path(out) if out is not None else default_out(run, fmt)
-    check_out(out, overwrite=overwrite, protected=_run_files(model))
+    keep = _run_files(model)
+    example = f"model.{fmt}"
+    check_user_output(out, overwrite=overwrite, example=example, keep=keep)  # refused before the slow part
     data = _page(model, weights) if fmt == "html" else _onnx(model, weights)
-    write_out(out, data)
+    write_user_file(out, data, overwrite=overwrite, example=example, keep=keep)
     return Exported(path=out, size=len(data), format=fmt, weights=weights, checkpoint=model.checkpoint)
 
 

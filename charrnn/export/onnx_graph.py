@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.export.weights import StepWeights
+from charrnn.safe_files import output_stamp
 
 OPSET = 17
 IR_VERSION = 8  # what onnxruntime 1.10 and later read
@@ -110,7 +111,9 @@ def _model(onnx, g: _Graph, w: StepWeights, metadata: dict[str, str]):
                               doc_string="One character for each of `batch` streams: ids and the state in, the "
                                          "next character's logits and the next state out. Start from zeros.")
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="charrnn",
-                              ir_version=IR_VERSION)
+                              ir_version=IR_VERSION,
+                              # serialized before the graph: the stamp that lets a later --out replace the file
+                              doc_string=output_stamp("export onnx"))
     helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
     return model

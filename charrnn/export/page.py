@@ -19,6 +19,7 @@ from charrnn.errors import UserError
 from charrnn.export import wasm
 from charrnn.export.weights import StepWeights, step_weights
 from charrnn.inspection.recording import describe_model
+from charrnn.safe_files import output_stamp
 from charrnn.trained import Model
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -70,10 +71,12 @@ def render_page(model: Model, weights: str = "fp32") -> bytes:
     folder = resources.files("charrnn.export")
     template = (folder / "page.html").read_text(encoding="utf-8")
     script = "\n".join((folder / name).read_text(encoding="utf-8") for name in ("sampler.js", "page.js"))
-    parts = {"TITLE": _escape_html(f"charrnn: {model.config.name}"), "MODEL": _script_json(data), "WEIGHTS": blob,
+    # the stamp in the first lines makes the page charrnn's own: a later --out may replace it (safe_files.py)
+    parts = {"STAMP": output_stamp("export page"), "TITLE": _escape_html(f"charrnn: {model.config.name}"),
+             "MODEL": _script_json(data), "WEIGHTS": blob,
              "SCRIPT": script}
     # one pass: what is put in is never searched again (a run may be named __SCRIPT__)
-    return re.sub(r"__(TITLE|MODEL|WEIGHTS|SCRIPT)__", lambda m: parts[m.group(1)], template).encode("utf-8")
+    return re.sub(r"__(STAMP|TITLE|MODEL|WEIGHTS|SCRIPT)__", lambda m: parts[m.group(1)], template).encode("utf-8")
 
 
 def _script_json(data: dict) -> str:

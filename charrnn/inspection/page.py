@@ -12,6 +12,7 @@ import numpy as np
 
 from charrnn.inspection.recording import Recording, mean_bits
 from charrnn.inspection.units import rank_units, saturation
+from charrnn.safe_files import output_stamp
 from charrnn.vocab import visible_char
 
 
@@ -70,7 +71,10 @@ def render_page(data: dict) -> str:
     blob = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     blob = blob.replace("</", "<\\/").replace("<!--", "<\\!--")  # stays inside its <script> element
     title = f"charrnn inspect: {data.get('run', '')}"
-    return TEMPLATE.replace("__TITLE__", _escape_html(title)).replace("__DATA__", blob)
+    page = TEMPLATE.replace("__TITLE__", _escape_html(title)).replace("__DATA__", blob)
+    # The stamp in its first line makes the page charrnn's own: a later --out may replace it (safe_files.py).
+    doctype, rest = page.split("\n", 1)
+    return f"{doctype}\n<!-- {output_stamp('inspect page')} -->\n{rest}"
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -99,8 +99,14 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     try:
         atomic_write(path, lambda f: torch.save(stamped, f))
     except OSError as exc:
-        then = ("the previous one is intact: free some space, then continue with --resume" if Path(path).is_file()
-                else "free some space and start again")
+        path = Path(path)
+        other = path.with_name("best.pt" if path.name == "last.pt" else "last.pt")
+        if path.is_file():
+            then = "the previous one is intact: free some space, then continue with --resume"
+        elif other.is_file():
+            then = f"{other.name} is intact: free some space, then continue with --resume"
+        else:
+            then = "free some space and start again"
         raise TrainingFailed(f"could not write the checkpoint {path} ({exc.strerror or exc}); {then}") from None
 
 
@@ -153,12 +159,22 @@ def _verify_digest(state: dict, path: Path) -> None:
 
 
 def load_resume_checkpoint(paths: RunPaths) -> dict:
-    """last.pt for --resume; if it is damaged, the one-line error says which other checkpoint of the run is
-    intact and how to resume from it."""
+    """The checkpoint --resume continues from: last.pt, or best.pt when the run stopped before its first last.pt
+    (its "resumed_from" key says which). If last.pt is damaged, the one-line error says which other checkpoint of
+    the run is intact and how to resume from it."""
+    source = paths.resume_source()
+    if source is None:
+        raise UserError(f"cannot resume: {paths.root} holds no checkpoint; train without --resume first")
     try:
-        return load_checkpoint(paths.last)
+        state = load_checkpoint(source)
     except DamagedCheckpoint as exc:
+        if source == paths.best:
+            raise UserError(f"cannot resume: {source} is damaged ({exc.reason}) and the run has no other "
+                            "checkpoint; start again with --overwrite") from None
         damaged = exc
+    else:
+        state["resumed_from"] = str(source)
+        return state
     try:
         intact = load_checkpoint(paths.best) if paths.best.is_file() else None
     except UserError:

@@ -3,16 +3,18 @@ checks and writes that create, reuse or clear one."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from charrnn.errors import UserError
 from charrnn.run.lock import LOCK_NAME
-from charrnn.safe_files import atomic_write
+from charrnn.safe_files import RUN_MARKER, atomic_write, remove_stale_temporaries, written_by_charrnn
 
 
 @dataclass(frozen=True)
@@ -46,22 +48,39 @@ class RunPaths:
         return self.root / "metrics.jsonl"
 
     def has_checkpoint(self) -> bool:
-        return self.last.is_file()
+        """Whether the run holds a model (last.pt or best.pt): --resume continues it, a plain train refuses it."""
+        return self.resume_source() is not None
+
+    def resume_source(self) -> Path | None:
+        """The checkpoint --resume continues from: last.pt, or best.pt when the run stopped before its first
+        last.pt (killed between its first evaluation and its first checkpoint, or a full disk then)."""
+        return next((p for p in (self.last, self.best) if p.is_file()), None)
 
 
-MARKER = ".charrnn-run"  # written into every run folder charrnn creates: {"tool": "charrnn", "version": ...}
+MARKER = RUN_MARKER  # written into every run folder charrnn creates: {"tool": "charrnn", "version": ...}
 
 
 # What charrnn writes into a run folder: a folder from before the marker is recognised by these names alone.
 _LEGACY_REQUIRED = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl")
 
 
-# (and TensorBoard projector folders, named by step)
+# Every name charrnn writes into a run folder (and TensorBoard projector folders, named by a step of 5 digits or
+# more): --overwrite deletes these, and nothing else (the marker last).
 _RUN_ENTRIES = ("config.yaml", "vocab.json", "checkpoints", "metrics.jsonl", "events.out.tfevents.*",
                 "projector_config.pbtxt", ".*.tmp-*", "status.json", LOCK_NAME, MARKER)
 
 
 _CHECKPOINT_ENTRIES = ("*.pt", ".*.tmp-*")
+
+
+def _charrnn_entry(path: Path, patterns: tuple[str, ...] = _RUN_ENTRIES) -> bool:
+    """Whether charrnn wrote this entry of a run folder (by name; a page of `inspect` by its stamp)."""
+    name = path.name
+    if any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
+        return True
+    if patterns is _RUN_ENTRIES and name.isdigit() and len(name) >= 5:
+        return True
+    return path.is_file() and not path.is_symlink() and written_by_charrnn(path)
 
 
 def _marked(root: Path) -> bool:
@@ -74,12 +93,11 @@ def _marked(root: Path) -> bool:
 
 def _foreign_entries(root: Path) -> list[str]:
     """Entries of a run folder that charrnn does not write (relative names)."""
-    foreign = [p.name for p in root.iterdir()
-               if not (any(fnmatch.fnmatchcase(p.name, pat) for pat in _RUN_ENTRIES) or p.name.isdigit())]
+    foreign = [p.name for p in root.iterdir() if not _charrnn_entry(p)]
     checkpoints = root / "checkpoints"
     if checkpoints.is_dir() and not checkpoints.is_symlink():
         foreign += [f"checkpoints/{p.name}" for p in checkpoints.iterdir()
-                    if not any(fnmatch.fnmatchcase(p.name, pat) for pat in _CHECKPOINT_ENTRIES)]
+                    if not _charrnn_entry(p, _CHECKPOINT_ENTRIES)]
     elif checkpoints.exists():
         foreign.append("checkpoints")
     return sorted(foreign)
@@ -109,13 +127,16 @@ def _listing(names: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def check_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
+def check_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False,
+                  keep: Sequence[tuple[str | Path | None, str]] = ()) -> RunPaths:
     """Every refusal of prepare_run_dir, with nothing written: training calls it before its slow set-up
-    (encoding the corpus, probing the width), so that a folder it may not use is named at once."""
+    (encoding the corpus, probing the width), so that a folder it may not use is named at once. keep: (path,
+    what it is) of the run's inputs (corpus, --init-from source), which --overwrite refuses to clear."""
     paths = RunPaths(Path(root))
     if resume:
         if not paths.has_checkpoint():
-            raise UserError(f"cannot resume: {paths.last} does not exist; train without --resume first")
+            raise UserError(f"cannot resume: {paths.root} holds no checkpoint ({paths.last} does not exist); "
+                            "train without --resume first")
         _check_writable(paths, replacing=False)
         return paths
     if paths.root.exists() or paths.root.is_symlink():
@@ -133,28 +154,44 @@ def check_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = F
                                 f"{_listing(foreign)}); charrnn writes a run only into a new folder, an empty one "
                                 "or a run folder it made: choose another --name or --run-dir")
             started = paths.has_checkpoint() or paths.metrics.exists()
+            if started and not overwrite and not paths.has_checkpoint():
+                raise UserError(f"run folder {paths.root} holds a run that stopped before its first checkpoint (it "
+                                "has no model to resume); pass --overwrite to start it again, or --name to pick "
+                                "another")
             if started and not overwrite:
                 raise UserError(
                     f"run folder {paths.root} already holds a run; pass --resume to continue it, "
                     "--overwrite to start again, or --name to pick another"
                 )
             if overwrite:
-                if paths.root.is_symlink():
-                    raise UserError(f"--overwrite refused: {paths.root} is a symbolic link; "
-                                    "pass the folder it points to, or another --run-dir")
-                _check_writable(paths, replacing=True)
+                _check_clearable(paths, keep)
     return paths
 
 
-def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunPaths:
+def _check_clearable(paths: RunPaths, keep: Sequence[tuple[str | Path | None, str]]) -> None:
+    """Refuse --overwrite of a folder that is a link, cannot be cleared, or holds what the new run reads."""
+    if paths.root.is_symlink():
+        raise UserError(f"--overwrite refused: {paths.root} is a symbolic link; "
+                        "pass the folder it points to, or another --run-dir")
+    root = paths.root.resolve()
+    for path, what in keep:
+        if path is not None and Path(path).expanduser().resolve().is_relative_to(root):
+            raise UserError(f"--overwrite refused: {what} {path} lies inside the run folder {paths.root}, which "
+                            "--overwrite clears; move it out of the folder first, or train under another --name")
+    _check_writable(paths, replacing=True)
+
+
+def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool = False,
+                    keep: Sequence[tuple[str | Path | None, str]] = ()) -> RunPaths:
     """Check that a run folder may be used as asked (check_run_dir); create and mark it (not on resume).
 
     Training writes only into a new folder, an empty one or a charrnn run folder; --overwrite deletes
-    only a charrnn run folder's contents (the folder stays, with the caller's lock file in it). Anything
-    else is a UserError, and nothing is touched."""
-    paths = check_run_dir(root, resume=resume, overwrite=overwrite)
+    only what charrnn wrote in a run folder (the folder stays, with the caller's lock file and the user's own
+    files in it). Anything else is a UserError, and nothing is touched."""
+    paths = check_run_dir(root, resume=resume, overwrite=overwrite, keep=keep)
+    remove_stale_temporaries(paths.root)  # a write killed midway (see atomic_write)
     if resume:
-        for debris in paths.checkpoints.glob(".*.tmp-*"):  # a write that was killed midway (see atomic_write)
+        for debris in paths.checkpoints.glob(".*.tmp-*"):  # we hold the lock: no live process writes here
             debris.unlink(missing_ok=True)
         return paths
     if overwrite and paths.root.is_dir():  # checked: empty but for the lock, or a charrnn run folder
@@ -169,18 +206,39 @@ def prepare_run_dir(root: str | Path, *, resume: bool = False, overwrite: bool =
     return paths
 
 
-def clear_run_dir(root: Path, *, best_effort: bool = False) -> None:
-    """Delete everything in a run folder but the lock, which belongs to the process holding it (--overwrite;
-    best_effort, for a failed new run taking back what it wrote, ignores what cannot be removed)."""
-    for entry in root.iterdir():
+def clear_run_dir(root: Path, *, best_effort: bool = False) -> list[str]:
+    """Delete what charrnn wrote in a run folder (by name, see _RUN_ENTRIES) and nothing else; returns the names
+    of the entries it kept. The lock stays (it belongs to the process holding it), and the marker goes last, so
+    a clear cut short leaves a folder that --overwrite still recognises. best_effort (a failed new run taking back
+    what it wrote) ignores what cannot be removed."""
+    if not _marked(root) and is_run_dir(root):
+        mark_run_dir(root)  # a folder from before the marker is recognised by its names: keep it recognisable
+    kept = []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name == MARKER):
         if entry.name == LOCK_NAME:
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=best_effort)
-        elif best_effort:
-            entry.unlink(missing_ok=True)
+        if entry.name == "checkpoints" and entry.is_dir() and not entry.is_symlink():
+            kept += [f"checkpoints/{p.name}" for p in entry.iterdir() if not _charrnn_entry(p, _CHECKPOINT_ENTRIES)]
+            for p in entry.iterdir():
+                if _charrnn_entry(p, _CHECKPOINT_ENTRIES):
+                    _remove(p, best_effort)
+            if not any(entry.iterdir()):
+                _remove(entry, best_effort)
+        elif _charrnn_entry(entry):
+            _remove(entry, best_effort)
         else:
-            entry.unlink()
+            kept.append(entry.name)
+    return kept
+
+
+def _remove(entry: Path, best_effort: bool) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=best_effort)
+    elif best_effort:
+        with contextlib.suppress(OSError):
+            entry.unlink(missing_ok=True)
+    else:
+        entry.unlink()
 
 
 def _check_writable(paths: RunPaths, *, replacing: bool) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charrnn.errors import UserError
+from charrnn.safe_files import process_alive
 
 try:
     import fcntl
@@ -73,19 +74,6 @@ def lock_holder(root: str | Path) -> Holder | None:
     if holder is None or not holder.here:
         return holder
     return holder if process_alive(holder.pid, holder.host) else None
-
-
-def process_alive(pid: int, host: str) -> bool | None:
-    """Whether a process lives (None when it ran on another host, where this one cannot look)."""
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
 
 
 def _make_folder(root: Path) -> list[Path]:

@@ -22,7 +22,21 @@ def write(run_dir: str | Path, status: str, step: int, detail: str | None = None
     """Record the run's status ("running", "finished", "interrupted", "failed") atomically."""
     record = {"status": status, "step": step, "detail": detail, "pid": os.getpid(), "host": socket.gethostname(),
               "time": round(time.time(), 3)}
-    atomic_write(Path(run_dir) / FILENAME, lambda f: f.write((json.dumps(record) + "\n").encode("utf-8")))
+    path, data = Path(run_dir) / FILENAME, (json.dumps(record) + "\n").encode("utf-8")
+    try:
+        atomic_write(path, lambda f: f.write(data))
+    except OSError:
+        if not path.is_file():
+            raise
+        _write_in_place(path, data)
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """On a full disk, where a new file cannot be made: rewrite the old status in its own space (a few hundred
+    bytes in a block the file already has), so that a run that failed for want of space does not stay "running"."""
+    with open(path, "r+b") as f:
+        f.write(data)
+        f.truncate(len(data))
 
 
 def read(run_dir: str | Path) -> dict | None:

@@ -31,6 +31,7 @@ class Checkpoints:
     scaler: torch.amp.GradScaler
     batcher: object
     written: int = 0
+    saved_step: int | None = None  # the step --resume would continue from (last.pt, else best.pt)
 
     def save(self, path: Path, state: TrainState, elapsed: float) -> None:
         """Write a checkpoint of the model and the whole state at this step (atomically)."""
@@ -45,6 +46,8 @@ class Checkpoints:
                    "scaler": self.scaler.state_dict(), **state.to_dict()}
         save_checkpoint(payload, path)
         self.written += 1
+        if path == self.paths.last or not self.paths.last.is_file():  # --resume takes last.pt, else best.pt
+            self.saved_step = state.step
 
     def last_good(self) -> str:
         """The checkpoint a failed run can be resumed from, for its error message."""

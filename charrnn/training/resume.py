@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from charrnn.config import Config
+from charrnn.data.fingerprint import corpus_change
 from charrnn.errors import UserError
 from charrnn.model import CharRNN
 from charrnn.run.checkpoint import load_resume_checkpoint
@@ -40,9 +41,27 @@ def restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch.
         if saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise UserError(f"cannot resume from {RunPaths(root).last}: it does not fit this run "
+        source = saved.get("resumed_from") or RunPaths(root).last
+        raise UserError(f"cannot resume from {source}: it does not fit this run "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); start a new run") from None
     return state
+
+
+def resume_notes(saved: dict | None, record: dict) -> list[str]:
+    """What a resumed run says before it goes on: that it starts from best.pt (the run has no last.pt yet), and
+    that its corpus changed since the checkpoint, and what that means."""
+    if not saved:
+        return []
+    notes = []
+    if Path(saved.get("resumed_from") or "last.pt").name == "best.pt":
+        notes.append(f"note: the run has no last.pt (it stopped before writing one): resuming from best.pt, step "
+                     f"{saved['step']}")
+    change = corpus_change(saved.get("corpus"), record)
+    if change:
+        notes.append(f"warning: the corpus changed since the checkpoint: {change}. Training goes on with the text as "
+                     f"it is now, whose val split is other text: val losses after step {saved['step']} are not "
+                     "comparable with those before")
+    return notes
 
 
 # Settings that fix the model's shape, the optimizer's state or the order of the data: a resumed run keeps them.

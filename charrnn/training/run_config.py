@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from charrnn.config import Config, apply_overrides, config_from_dict, read_yaml
-from charrnn.data.corpus import resolve_data_paths
+from charrnn.data.corpus import data_paths, resolve_data_paths
 from charrnn.errors import UserError
 from charrnn.run.folder import RunPaths
 from charrnn.training import finetune
@@ -60,3 +60,10 @@ def _config_data(config: str | Path | dict | Config | None) -> dict:
     if isinstance(config, str | Path):
         return read_yaml(config)
     raise UserError(f"config must be a YAML file's path, a dict or a charrnn Config, got {type(config).__name__}")
+def run_inputs(cfg: Config) -> list[tuple[str, str]]:
+    """(path, what it is) of what a new run reads: its corpus and the --init-from source. --overwrite refuses to
+    clear a run folder that holds one of them."""
+    inputs = [(path, "the corpus") for path in data_paths(cfg)]
+    if cfg.init_from:
+        inputs.append((cfg.init_from, "the --init-from source"))
+    return inputs

@@ -14,7 +14,7 @@ from charrnn.config import Config
 from charrnn.console import FileProgress
 from charrnn.data.batches import make_batcher
 from charrnn.data.cache import EncodedCorpus
-from charrnn.data.corpus import open_corpus, resolve_data_paths, skipped_note
+from charrnn.data.corpus import open_corpus, resolve_data_paths, skipped_note, training_splits
 from charrnn.device import emulated_bf16_note, resolve_device, resolve_precision
 from charrnn.errors import UserError
 from charrnn.memory import check_training_fits
@@ -23,7 +23,8 @@ from charrnn.run.folder import RunPaths, check_run_dir, prepare_run_dir
 from charrnn.training import autosize, finetune
 from charrnn.training.distributed import DistContext, context
 from charrnn.training.optimizer import total_steps_for
-from charrnn.training.resume import restore, resume_checkpoint
+from charrnn.training.resume import restore, resume_checkpoint, resume_notes
+from charrnn.training.run_config import run_inputs
 from charrnn.training.state import TrainState
 from charrnn.training.step import build_step
 from charrnn.training.trainer import Trainer
@@ -38,6 +39,7 @@ class _Corpus:
     vocab: Vocab
     splits: dict
     source: dict | None
+    record: dict  # per file: bytes and fingerprint, saved in every checkpoint
 
 
 def setup_trainer(cfg: Config, *, root: Path, resume: bool, overwrite: bool, quiet: bool,
@@ -71,9 +73,10 @@ def setup_trainer(cfg: Config, *, root: Path, resume: bool, overwrite: bool, qui
     if saved:
         state = restore(saved, model, step.optimizer, batcher, step.scaler, dev, dist, root)
         state.hidden = hidden_to(state.hidden, dev)
-    paths = _prepared_folder(root, resume, overwrite, dist)
+    state.corpus = corpus.record  # what the checkpoints say the run trained on
+    paths = _prepared_folder(cfg, root, resume, overwrite, dist)
     notes = [note for note in (emulated_bf16_note(precision, dev, cfg.model.cell), auto.message) if note]
-    notes += step_notes
+    notes += step_notes + resume_notes(saved, corpus.record)  # resumed from best.pt; the corpus changed
     return Trainer(cfg, dist=dist, paths=paths, precision=precision, vocab=corpus.vocab,
                    validation=validation, model=model, step=step,
                    predicted_chars_per_sec=auto.chars_per_sec,
@@ -91,7 +94,8 @@ def _checked_config(cfg: Config, root: Path, resume: bool, overwrite: bool,
     cfg = resolve_data_paths(cfg)  # the run records absolute data paths and cache
     if resume:
         return resume_checkpoint(root, cfg)
-    dist.main_decides(lambda: check_run_dir(root, overwrite=overwrite))  # named before the slow set-up
+    # a folder it may not use (or must not clear: it holds the corpus) is named before the slow set-up
+    dist.main_decides(lambda: check_run_dir(root, overwrite=overwrite, keep=run_inputs(cfg)))
     return cfg, None
 
 
@@ -108,14 +112,14 @@ def _corpus(cfg: Config, saved: dict | None, resume: bool, quiet: bool, dist: Di
         vocab = finetune.extended_vocab(Vocab(source["vocab"]), corpus.vocab)
         if vocab != corpus.vocab:
             corpus = dist.node_first(lambda: encode_corpus(cfg, vocab, quiet=True))
-    splits = corpus.splits(cfg.data.val_fraction, cfg.data.test_fraction)
-    return cfg, _Corpus(corpus.vocab, splits, source)
+    splits = training_splits(corpus, cfg)  # held-out fractions that leave too little are named
+    return cfg, _Corpus(corpus.vocab, splits, source, corpus.record())
 
 
-def _prepared_folder(root: Path, resume: bool, overwrite: bool, dist: DistContext) -> RunPaths:
+def _prepared_folder(cfg: Config, root: Path, resume: bool, overwrite: bool, dist: DistContext) -> RunPaths:
     if resume:
         return prepare_run_dir(root, resume=True)
-    return prepare_run_dir(root, overwrite=overwrite) if dist.is_main else RunPaths(root)
+    return prepare_run_dir(root, overwrite=overwrite, keep=run_inputs(cfg)) if dist.is_main else RunPaths(root)
 
 
 def encode_corpus(cfg: Config, vocab: Vocab | None, quiet: bool) -> EncodedCorpus:

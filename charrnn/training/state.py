@@ -56,6 +56,7 @@ class TrainState:
     window_steps: int = 0
     val: Metrics | None = None  # the last evaluation, and the step it scored
     val_step: int = -1
+    corpus: dict | None = None  # the text trained on: files, lengths, fingerprints (data/fingerprint.py)
 
     def to_dict(self) -> dict:
         return {
@@ -63,7 +64,7 @@ class TrainState:
             "evals_since_best": self.evals_since_best, "elapsed": self.elapsed, "hidden": self.hidden,
             "data": self.data, "rng": self.rng, "rank_rngs": self.rank_rngs,
             "window": (self.window_loss, self.window_steps),
-            "val": self.val.to_dict() if self.val else None, "val_step": self.val_step,
+            "val": self.val.to_dict() if self.val else None, "val_step": self.val_step, "corpus": self.corpus,
         }
 
     @classmethod
@@ -73,7 +74,8 @@ class TrainState:
                    best_step=int(saved.get("best_step", -1)), evals_since_best=int(saved.get("evals_since_best", 0)),
                    hidden=saved.get("hidden"), data=saved["data"], rng=saved["rng"],
                    rank_rngs=saved.get("rank_rngs"), window_loss=float(window_loss), window_steps=int(window_steps),
-                   val=Metrics(**saved["val"]) if saved.get("val") else None, val_step=int(saved.get("val_step", -1)))
+                   val=Metrics(**saved["val"]) if saved.get("val") else None, val_step=int(saved.get("val_step", -1)),
+                   corpus=saved.get("corpus"))
 
 
 @dataclass

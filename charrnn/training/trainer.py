@@ -5,6 +5,7 @@ and the named parts of the loop that advance its TrainState: `train_step`, `vali
 from __future__ import annotations
 
 import contextlib
+import sys
 from contextlib import contextmanager
 
 import torch
@@ -45,6 +46,7 @@ class Trainer:
         # A new run that fails before its first checkpoint takes back what it wrote (the lock then removes a
         # folder it made); a resumed one never discards anything.
         self.discard_on_failure = discard_on_failure
+        self.checkpoints.saved_step = state.step or None  # a resumed run's checkpoint
         self.hidden = dist.rank_rows(state.hidden)  # this rank's rows of the carried state
         self.clock = Stopwatch(state.elapsed)
         self.speed = 0.0
@@ -75,32 +77,33 @@ class Trainer:
         except Interrupted as exc:
             self._end("interrupted", exc.step, None)
             raise
-        except KeyboardInterrupt:
-            self._end("interrupted", self.state.step, None)
+        except KeyboardInterrupt:  # a second signal: the status names the step the run resumes from
+            self._end("interrupted", self.checkpoints.saved_step or 0, None)
             raise
         except BaseException as exc:
             self._end("failed", self.state.step, _reason(exc))
             if self.discard_on_failure and not self.checkpoints.written and dist.is_main:
-                self._close_tracker()
+                self._close_tracker(quietly=True)
                 clear_run_dir(paths.root, best_effort=True)
             raise
         finally:
-            self._close_tracker()
+            self._close_tracker(quietly=sys.exc_info()[1] is not None)  # a full disk must not hide the first error
 
     def _end(self, status: str, step: int, detail: str | None) -> None:
         """Record how the session ended: status.json for `charrnn info`, the HParams session status."""
         if not self.dist.is_main or not self.paths.root.is_dir():
             return
         # TensorBoard has no "stopped" status: an interrupted session shows as unknown, a failed one as failure.
-        with contextlib.suppress(OSError):  # a full disk must not hide the error that ended the run
+        with contextlib.suppress(OSError, TrainingFailed):  # a full disk must not hide the error that ended the run
             run_status.write(self.paths.root, status, step, detail)
             if self.tracker is not None:
                 self.tracker.session_status({"finished": "success", "interrupted": "unknown"}.get(status, "failure"))
 
-    def _close_tracker(self) -> None:
+    def _close_tracker(self, quietly: bool = False) -> None:
         if self.tracker is not None:
-            self.tracker.close()
-            self.tracker = None
+            tracker, self.tracker = self.tracker, None
+            with contextlib.suppress(*((OSError, TrainingFailed) if quietly else ())):
+                tracker.close()
 
     # -- the parts of the loop -----------------------------------------------------------------------------------
     def agreed_out_of_time(self) -> bool:
@@ -185,6 +188,8 @@ class Trainer:
         state = self.state
         if state.val_step != state.step:  # resumed at the end, or nothing to do: report the current model
             self.validate(stopped_by)
+        if self.checkpoints.saved_step != state.step or not self.paths.last.is_file():
+            self.save_last()  # a run stopped before its first checkpoint (a tiny time budget) stays resumable
         every = self.cfg.log.sample_every
         if every and state.step % every and self.cfg.log.tensorboard and self.dist.is_main:  # not sampled yet
             self.log_sample()
