@@ -12,6 +12,7 @@ from rich.console import Console
 from charrnn.cli.typer_app import PRECISION_HELP, app, check_split, handles_errors, load_run, metrics_table
 from charrnn.data.run_corpus import TOO_SHORT, run_split_ids
 from charrnn.errors import UserError
+from charrnn.paths import user_path
 
 
 @app.command("eval")
@@ -36,6 +37,7 @@ def eval_(
     from charrnn.device import inference_precision
     from charrnn.evaluate import evaluate
 
+    run, data = user_path(run), data and user_path(data)
     check_split(split)
     _, model, vocab, cfg, dev = load_run(run, checkpoint, device)
     precision = inference_precision(precision, dev, cfg.model.cell)

@@ -31,6 +31,7 @@ class EncodedCorpus:
     entry: Path  # the cache folder that holds the id file (other indexes of the corpus go beside it)
     files: int = 1
     skipped: list[str] = field(default_factory=list)  # files of a folder left out: not UTF-8 text
+    notes: list[str] = field(default_factory=list)  # how the files were listed: links followed, read once, ...
 
     def splits(self, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
         """train | val | test, in file order; with test_fraction 0 val is the last fraction of the file."""

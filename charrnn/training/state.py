@@ -21,8 +21,9 @@ class RunResult:
     chars_per_sec: float
     val: Metrics | None
     best_val_loss: float
-    stopped_by: str  # "max_steps" | "max_epochs" | "time_budget"
+    stopped_by: str  # "max_steps" | "max_epochs" | "time_budget" | "early_stop"
     is_main: bool = True  # False in the other processes of a torchrun job (they write nothing)
+    already_finished: bool = False  # --resume of a finished run: nothing was trained or written
 
 
 @dataclass
