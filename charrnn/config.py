@@ -7,6 +7,7 @@ and error messages are derived from those declarations.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing
 import unicodedata
@@ -17,15 +18,19 @@ from typing import Any, Literal
 import yaml
 
 from charrnn.errors import UserError, shorten, shown
+from charrnn.paths import relative_to_folder, user_path
 
 AUTO = "auto"
 Auto = Literal["auto"]  # a field typed `int | Auto` also takes the string auto, resolved when training starts
 
 
 def _spec(default: Any, *, choices: tuple | None = None, lo: float | None = None,
-          hi: float | None = None, lo_open: bool = False, hi_open: bool = False, doc: str = "") -> Any:
-    """A dataclass field with its allowed values recorded in metadata."""
-    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "doc": doc}
+          hi: float | None = None, lo_open: bool = False, hi_open: bool = False, doc: str = "",
+          path: str | None = None) -> Any:
+    """A dataclass field with its allowed values recorded in metadata. path: "input" for a file or folder the run
+    reads (relative to the config file that names it), "output" for one it writes (relative to the current
+    folder); see docs/paths.md."""
+    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "doc": doc, "path": path}
     return field(default=default, metadata=meta)
 
 
@@ -34,14 +39,15 @@ MAX_SEED = 2**63 - 1  # seeds are 64-bit signed integers, as most tools take the
 
 @dataclass
 class DataConfig:
-    path: str | list[str] | None = _spec(None, doc="UTF-8 text file, folder (read recursively) or list of them")
+    path: str | list[str] | None = _spec(None, doc="UTF-8 text file, folder (read recursively) or list of them",
+                                         path="input")
     include: str | list[str] | None = _spec(None, doc="glob(s) that pick a folder's files, e.g. '**/*.py'; "
                                             "default: every file")
     exclude: str | list[str] | None = _spec(None, doc="glob(s) of a folder's files to leave out, e.g. 'tests/**'")
     separator: str = _spec("\n", doc="text put between two documents (files)")
     val_fraction: float = _spec(0.1, lo=0.0, hi=1.0, hi_open=True)
     test_fraction: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)
-    cache: str | None = _spec(None, doc="folder for the encoded id file; default: <log.dir>/.cache")
+    cache: str | None = _spec(None, doc="folder for the encoded id file; default: <log.dir>/.cache", path="output")
 
 
 @dataclass
@@ -89,7 +95,7 @@ class TrainConfig:
 
 @dataclass
 class LogConfig:
-    dir: str = _spec("runs")
+    dir: str = _spec("runs", path="output")
     tensorboard: bool = _spec(True)
     sample_every: int = _spec(500, lo=0, doc="0 turns samples off")
     sample_length: int = _spec(200, lo=1)
@@ -100,7 +106,8 @@ class LogConfig:
 class Config:
     name: str = _spec("run")
     seed: int = _spec(0, lo=0, hi=MAX_SEED)
-    init_from: str | None = _spec(None, doc="fine-tuning: the run or checkpoint whose weights the run starts from")
+    init_from: str | None = _spec(None, doc="fine-tuning: the run or checkpoint whose weights the run starts from",
+                                  path="input")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -348,16 +355,31 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     result = _deep_copy(raw)
     for text in overrides:
         parts, value = parse_override(text)
-        node = result
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"--set {text}: '{part}' is a value, not a section")
-            node = child
-        node[parts[-1]] = value
+        _set_key(result, parts, value, f"--set {text}")
     return result
+
+
+def with_values(raw: dict, values: dict[str, Any]) -> dict:
+    """A copy of raw config data with each dotted key set to its value as is (as --data, --name and --init-from
+    set theirs: a value never goes through YAML text, so any file name survives). A section that the data holds
+    as a value is left for validation to name."""
+    result = _deep_copy(raw)
+    for key, value in values.items():
+        _set_key(result, key.split("."), value, None)
+    return result
+
+
+def _set_key(node: dict, parts: list[str], value: Any, origin: str | None) -> None:
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            if origin is None:
+                return  # config_from_dict reports "section 'data' must be a mapping"
+            raise UserError(f"{origin}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def _deep_copy(raw: Any) -> Any:
@@ -368,7 +390,7 @@ def _deep_copy(raw: Any) -> Any:
 
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping from a file, with user-facing errors."""
-    path = Path(path)
+    path = user_path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path} (pass an existing YAML file, e.g. configs/ihello.yaml)")
     try:
@@ -387,9 +409,39 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def read_config_file(path: str | Path) -> dict:
+    """A config file's raw data, with each relative path it names for the run to read (data.path, init_from)
+    made relative to the file's folder, as docker-compose and tsconfig read theirs; the paths where the run
+    writes (log.dir, data.cache) stay relative to the current folder (docs/paths.md)."""
+    raw = read_yaml(path)
+    folder = Path(os.path.abspath(user_path(path).parent))  # the folder as named, links not resolved
+    for keys in _input_path_keys(Config):
+        node = raw
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if isinstance(value, str):
+            node[keys[-1]] = relative_to_folder(value, folder)
+        elif isinstance(value, list):
+            node[keys[-1]] = [relative_to_folder(v, folder) if isinstance(v, str) else v for v in value]
+    return raw
+
+
+def _input_path_keys(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The keys (as paths of names) of the fields declared path="input"."""
+    hints, keys = _field_types(cls), []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += _input_path_keys(hints[f.name], (*prefix, f.name))
+        elif f.metadata.get("path") == "input":
+            keys.append((*prefix, f.name))
+    return keys
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Load a YAML config (or defaults when path is None), apply overrides and validate."""
-    raw = read_yaml(path) if path is not None else {}
+    """Load a YAML config (or defaults when path is None), apply overrides and validate. Relative paths in the
+    file follow read_config_file's rule; those in overrides are relative to the current folder."""
+    raw = read_config_file(path) if path is not None else {}
     return config_from_dict(apply_overrides(raw, list(overrides)))
 
 

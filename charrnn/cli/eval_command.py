@@ -20,6 +20,7 @@ from charrnn.cli.typer_app import (
 )
 from charrnn.data.run_corpus import TOO_SHORT, run_split_ids, through_cache
 from charrnn.errors import UserError
+from charrnn.paths import user_path
 
 
 @app.command("eval")
@@ -44,6 +45,7 @@ def eval_(
     from charrnn.device import inference_precision
     from charrnn.trained import load
 
+    run, data = user_path(run), data and user_path(data)
     check_split(split)
     m = load(run, checkpoint=checkpoint, device=device or "cpu")
     vocab, cfg = m.vocab, m.config

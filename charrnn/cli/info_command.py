@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn.cli.typer_app import app, handles_errors, load_run
+from charrnn.paths import user_path
 
 
 @app.command()
@@ -29,6 +30,7 @@ def info(
     from charrnn.run import status as run_status
     from charrnn.vocab import visible_char
 
+    run = user_path(run)
     state, model, vocab, cfg, _ = load_run(run, checkpoint, "cpu")
     console = Console(highlight=False)
     sections: dict[str, dict] = {"run": {}}
@@ -44,8 +46,7 @@ def info(
         settings = Text()
         for key, value in values.items():
             if value is not None:  # unset options (e.g. no time budget) would only add noise
-                shown = str(value).lower() if isinstance(value, bool) else str(value)  # as YAML and --set spell it
-                settings.append(f"{key}=", style="dim").append(shown).append("  ")
+                settings.append(f"{key}=", style="dim").append(setting_text(value)).append("  ")
         config.add_row(title, settings)
     console.print(config)
 
@@ -78,3 +79,24 @@ def info(
     run_dir = run_folder(run)
     if (run_dir / run_status.FILENAME).is_file():
         console.print(Text.assemble(("status ", "bold"), run_status.describe(run_dir)))
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0", '"': '\\"', "\\": "\\\\"}
+
+
+def setting_text(value) -> str:
+    """A config value as YAML and --set spell it (true, 0.003, [a, b]); a string that would not show as it is
+    (empty, a line break or other control character, a space at either end) in YAML's double quotes, escaped:
+    separator="\\n", not a raw line break."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(setting_text(v) for v in value) + "]"
+    if not isinstance(value, str) or (value and value == value.strip() and value.isprintable()):
+        return str(value)
+    return '"' + "".join(_ESCAPES.get(c) or (c if c.isprintable() else _code(c)) for c in value) + '"'
+
+
+def _code(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"

@@ -12,6 +12,7 @@ from rich.console import Console
 from charrnn.cli.typer_app import CACHE_HELP, app, check_split, handles_errors, load_run, print_notes, read_file_option
 from charrnn.data.run_corpus import run_split_ids
 from charrnn.errors import UserError
+from charrnn.paths import user_path
 
 
 @app.command("inspect")
@@ -24,7 +25,7 @@ def inspect_(
                                               "[default: val].", show_default=False)] = None,
     start: Annotated[int, typer.Option("--start", min=0, help="First character shown; the text before it "
                                        "warms the hidden state.")] = 0,
-    length: Annotated[int | None, typer.Option("--length", "-n", min=1, help="Characters shown (at most 10,000) "
+    length: Annotated[int | None, typer.Option("--length", min=1, help="Characters shown (at most 10,000) "
                                                "[default: 2,000].", show_default=False)] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="The page to write [default: RUN/inspect.html]: a new "
                                             "file, or a page charrnn wrote.", show_default=False)] = None,
@@ -45,6 +46,7 @@ def inspect_(
     from charrnn.run.checkpoint import resolve_checkpoint
     from charrnn.safe_files import check_user_output, write_user_file
 
+    run, file, out = user_path(run), file and user_path(file), out and user_path(out)
     if sum(x is not None for x in (text, file, split)) > 1:
         raise UserError("pass one of --text, --file and --split")
     if split is not None:

@@ -21,6 +21,7 @@ from charrnn.cli.typer_app import (
 from charrnn.config import MAX_SEED
 from charrnn.data.run_corpus import changed_corpus_note, open_run_corpus
 from charrnn.errors import UserError
+from charrnn.paths import user_path
 
 
 @app.command()
@@ -29,12 +30,13 @@ def sample(
     run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.", show_default=False)],
     prime: Annotated[str | None, typer.Option("--prime", "-p", help="Text to start from.")] = None,
     prime_file: Annotated[Path | None, typer.Option("--prime-file", help="Read the prime text from a file.")] = None,
-    length: Annotated[int, typer.Option("--length", "-n", min=0, help="Characters to generate.")] = 500,
+    length: Annotated[int, typer.Option("--length", min=0, help="Characters to generate in each sample.")] = 500,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="> 0; lower is more conservative.")] = 1.0,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Sample among the K likeliest characters.")] = None,
     top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus: smallest set with mass >= P.")] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the likeliest character.")] = False,
-    num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="Independent samples, one batch.")] = 1,
+    num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="How many independent samples (one "
+                                             "batch).")] = 1,
     stop: Annotated[str | None, typer.Option("--stop", help="End each sample at this string; escapes \\n \\t \\\\ "
                                              "\\xHH \\uHHHH are read.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", min=0, max=MAX_SEED, help="Make the output reproducible.")]
@@ -61,6 +63,7 @@ def sample(
     from charrnn.sampling import decode_escapes
     from charrnn.trained import load
 
+    run, prime_file = user_path(run), prime_file and user_path(prime_file)
     if prime is not None and prime_file is not None:
         raise UserError("pass --prime or --prime-file, not both")
     stop = decode_escapes(stop) if stop else None

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from charrnn.cli.typer_app import app, handles_errors, metrics_table
+from charrnn.cli.typer_app import app, handles_errors, metrics_table, speaks_for_the_job
 from charrnn.errors import UserError
+from charrnn.paths import shown_path
 
 
 @app.command()
@@ -34,7 +35,7 @@ def train(
 ) -> None:
     """Train a model on a text file or folder; checkpoints, metrics and TensorBoard logs go into the run folder.
 
-    Example: charrnn train --config configs/shakespeare.yaml --data ../shared/data/tinyshakespeare.txt
+    Example: charrnn train --config configs/shakespeare.yaml
 
     Example: charrnn train --config configs/shakespeare.yaml --data src/ --set data.include='**/*.py'
 
@@ -42,19 +43,27 @@ def train(
     --set train.patience=5 --name sonnets
     """
     from charrnn.training.loop import train as run_training
+    from charrnn.training.resume import finished_message
     from charrnn.training.run_config import training_config
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them")
     data_arg = data[0] if data and len(data) == 1 else data or None
+    notes: list[str] = []
     cfg, run_dir = training_config(config, list(set_ or []), data=data_arg, name=name, run_dir=run_dir, resume=resume,
-                                   init_from=init_from)
+                                   init_from=init_from, notes=notes)
+    out = Console(stderr=True, highlight=False, soft_wrap=True)
+    for note in notes if speaks_for_the_job() else []:  # settings not used: said even under --quiet
+        out.print(note, markup=False)
     result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
+    if result.already_finished:
+        if result.is_main:
+            out.print(finished_message(cfg, result.step, result.stopped_by, result.run_dir), markup=False)
+        return
     if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
-        out = Console(stderr=True, highlight=False)
-        out.print(metrics_table(f"{result.run_dir} after {result.step} steps ({result.elapsed_s:.1f} s)",
+        out.print(metrics_table(f"{shown_path(result.run_dir)} after {result.step} steps ({result.elapsed_s:.1f} s)",
                                  result.val, "best val loss", f"{result.best_val_loss:.4f}"))
         if result.stopped_by == "early_stop":
             out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss)",
                       markup=False)
-        out.print(f"sample it: charrnn sample {result.run_dir}", markup=False)
+        out.print(f"sample it: charrnn sample {shown_path(result.run_dir)}", markup=False)

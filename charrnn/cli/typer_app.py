@@ -8,7 +8,6 @@ import contextlib
 import errno
 import functools
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +19,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from charrnn.errors import ECHO_LIMIT, TrainingFailed, UserError, shorten
+from charrnn.paths import shown_path
 
 # click's UsageError, whether typer uses click or its own copy of it
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -77,7 +77,7 @@ def _err(message: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
 
-def _speaks_for_the_job() -> bool:
+def speaks_for_the_job() -> bool:
     """Under torchrun every rank stops at once; rank 0 alone tells the user why (else one line per rank)."""
     return os.environ.get("RANK", "0") == "0"
 
@@ -99,7 +99,7 @@ def handles_errors(fn):
         except TrainingFailed as exc:
             if _state["debug"]:
                 raise
-            if _speaks_for_the_job():
+            if speaks_for_the_job():
                 _err(str(exc))
             raise typer.Exit(1) from None
         except BrokenPipeError:
@@ -118,11 +118,11 @@ def handles_errors(fn):
             _err(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
             raise typer.Exit(1) from None
         except Interrupted as exc:
-            if not _speaks_for_the_job():
+            if not speaks_for_the_job():
                 raise typer.Exit(exc.exit_code) from None
             Console(stderr=True, highlight=False, soft_wrap=True).print(
                 f"interrupted at step {exc.step}; checkpoint saved. Resume with: "
-                f"charrnn train --resume --run-dir {shlex.quote(str(exc.run_dir))}", markup=False)
+                f"charrnn train --resume --run-dir {shown_path(exc.run_dir)}", markup=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             Console(stderr=True).print("interrupted", markup=False)

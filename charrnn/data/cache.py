@@ -57,6 +57,7 @@ class EncodedCorpus:
         """What a run remembers of its corpus (saved in its checkpoints): each file's path, length and
         fingerprint, and the characters of the whole text."""
         return {"chars": len(self.ids), "files": self.sources}
+    notes: list[str] = field(default_factory=list)  # how the files were listed: links followed, read once, ...
 
     def splits(self, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
         """train | val | test, in file order; with test_fraction 0 val is the last fraction of the file."""

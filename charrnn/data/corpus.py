@@ -8,6 +8,7 @@ corpus the same way.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from charrnn.data.encode import Progress
 from charrnn.data.files import list_corpus_files
 from charrnn.data.text import check_corpus_path
 from charrnn.errors import UserError
+from charrnn.paths import user_path
 from charrnn.vocab import Vocab
 
 _NAMES_IN_NOTE = 5
@@ -30,24 +32,26 @@ def data_paths(cfg: Config) -> list[str]:
 
 
 def default_cache_dir(cfg: Config) -> Path:
-    """data.cache, else <log.dir>/.cache."""
-    return Path(cfg.data.cache) if cfg.data.cache else Path(cfg.log.dir) / ".cache"
+    """data.cache, else <log.dir>/.cache (~ expanded in either)."""
+    return user_path(cfg.data.cache) if cfg.data.cache else user_path(cfg.log.dir) / ".cache"
 
 
 def resolve_data_paths(cfg: Config) -> Config:
-    """A copy of cfg whose data.path and data.cache are absolute, so that the run's config.yaml names the same
-    files and cache from any folder: `eval` and `sample` then never write a cache where the user happens to
-    stand. A pipe such as /dev/stdin is refused here, before resolving would turn it into /proc/.../pipe:[...]."""
+    """A copy of cfg whose data.path, data.cache and log.dir are absolute (~ expanded), so that the run's
+    config.yaml names the same files, cache and runs folder from any folder: `eval` and `sample` then never
+    write a cache where the user happens to stand. A pipe such as /dev/stdin is refused here, before resolving
+    would turn it into /proc/.../pipe:[...]."""
     cfg = copy.deepcopy(cfg)
     paths = []
     for path in data_paths(cfg):
-        given = Path(path).expanduser()
+        given = user_path(path)
         if given.exists():  # a missing file is reported when the corpus is opened
             check_corpus_path(given)
         paths.append(str(given.resolve()))
     if paths:
         cfg.data.path = paths[0] if isinstance(cfg.data.path, str) else paths
-    cfg.data.cache = str(default_cache_dir(cfg).expanduser().resolve())
+    cfg.data.cache = str(default_cache_dir(cfg).resolve())
+    cfg.log.dir = os.path.abspath(user_path(cfg.log.dir))  # links kept: hints show runs/x, not its target
     return cfg
 
 
@@ -61,7 +65,7 @@ def run_cache_dir(cfg: Config, run: Path) -> Path:
 
 def run_folder(run: Path) -> Path:
     """The run folder of RUN, a run folder or a checkpoint file (runs/NAME/checkpoints/best.pt)."""
-    run = Path(run).resolve()
+    run = user_path(run).resolve()
     if run.is_dir():
         return run
     return run.parent.parent if run.parent.name == "checkpoints" else run.parent
@@ -75,7 +79,14 @@ def open_corpus(cfg: Config, vocab: Vocab | None = None, *, progress: Progress |
     if not paths:
         raise UserError("no training text: set data.path in the config or pass --data FILE")
     files = list_corpus_files(paths, cfg.data.include, cfg.data.exclude)
-    return load_corpus(files, cache_dir or default_cache_dir(cfg), vocab, progress, separator=cfg.data.separator)
+    corpus = load_corpus(files, cache_dir or default_cache_dir(cfg), vocab, progress, separator=cfg.data.separator)
+    corpus.notes = files.notes
+    return corpus
+
+
+def corpus_notes(corpus: EncodedCorpus) -> list[str]:
+    """The notes training prints about its corpus: files skipped as not UTF-8 text, links met in a folder."""
+    return ([skipped_note(corpus.skipped)] if corpus.skipped else []) + corpus.notes
 
 
 def training_splits(corpus: EncodedCorpus, cfg: Config) -> dict[str, np.ndarray]:

@@ -42,6 +42,7 @@ def export(run: str | Path, *, fmt: str = "html", out: str | Path | None = None,
            checkpoint: str = "best", overwrite: bool = False) -> Exported:
     """Write the run's model (its best.pt unless `checkpoint` says last or a path) as `fmt` to `out` (default:
     default_out), with float32 or float16 weights. An existing `out` is replaced only with overwrite."""
+    from charrnn.paths import user_path
     from charrnn.safe_files import check_user_output, write_user_file
     from charrnn.trained import load
 
@@ -51,9 +52,10 @@ def export(run: str | Path, *, fmt: str = "html", out: str | Path | None = None,
         raise UserError(f"--weights must be fp32 or fp16, got {weights!r}")
     if fmt == "onnx" and not _has_onnx():
         raise UserError(ONNX_EXTRA)
-    run = Path(run)
+    run = user_path(run)
     model = load(run, checkpoint=checkpoint, device="cpu")
-    out = Path(out) if out is not None else default_out(run, fmt)
+    out = out if out is None or str(out) == "" else user_path(out)  # '' is refused in one line
+    out = out if out is not None else default_out(run, fmt)
     keep = _run_files(model)
     example = f"model.{fmt}"
     check_user_output(out, overwrite=overwrite, example=example, keep=keep)  # refused before the slow part

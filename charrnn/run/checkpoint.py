@@ -19,6 +19,7 @@ import torch
 import xxhash
 
 from charrnn.errors import TrainingFailed, UserError
+from charrnn.paths import shown_path, user_path
 from charrnn.run.folder import RunPaths
 from charrnn.safe_files import atomic_write
 
@@ -112,9 +113,12 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a charrnn checkpoint without executing code; every way it can be unusable is a UserError."""
-    path = Path(path)
+    path = user_path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    what = _plainly_not_a_checkpoint(path)
+    if what:
+        raise UserError(f"{path} is {what}, not a checkpoint; {_pass_instead(path)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. 'Detected pickle protocol 92' from a file that is no checkpoint
@@ -187,9 +191,10 @@ def load_resume_checkpoint(paths: RunPaths) -> dict:
                     f"(cp {paths.best} {paths.last}) and run --resume again") from None
 
 
-def resolve_checkpoint(run: str | Path, which: str = "best") -> Path:
-    """RUN (a run folder or a checkpoint file) and best|last|PATH -> the checkpoint file to load."""
-    run = Path(run)
+def resolve_checkpoint(run: str | Path, which: str = "best", runs_dir: str | Path = "runs") -> Path:
+    """RUN (a run folder or a checkpoint file) and best|last|PATH -> the checkpoint file to load. A bare name
+    that is neither, but names a run under runs_dir (log.dir), is suggested in the error."""
+    run = user_path(run)
     if run.is_file():
         return run
     if run.is_dir():
@@ -201,8 +206,87 @@ def resolve_checkpoint(run: str | Path, which: str = "best") -> Path:
             if chosen.is_file():
                 return chosen
             raise UserError(f"{run} has no {which} checkpoint (looked for {chosen}); has it been trained?")
-        custom = Path(which)
+        custom = user_path(which)
         if custom.is_file():
             return custom
         raise UserError(f"--checkpoint {which!r}: use best, last or the path of a checkpoint file")
-    raise UserError(f"{run} is neither a run folder nor a checkpoint file; pass e.g. runs/ihello")
+    suggestion = did_you_mean(run, runs_dir)
+    raise UserError(f"{run} is neither a run folder nor a checkpoint file; "
+                    + (suggestion or "pass a run folder, e.g. runs/ihello"))
+
+
+def did_you_mean(given: str | Path, runs_dir: str | Path = "runs") -> str:
+    """'did you mean runs/NAME?' when given is a relative path that does not exist but names a run (or a
+    checkpoint file) below runs_dir; else ''."""
+    given = Path(given)
+    if given.is_absolute() or given.exists() or not given.parts:
+        return ""
+    candidate = user_path(runs_dir) / given
+    if (candidate / "config.yaml").is_file() or RunPaths(candidate).best.is_file() or \
+            RunPaths(candidate).has_checkpoint() or (candidate.suffix == ".pt" and candidate.is_file()):
+        return f"did you mean {shown_path(candidate)}?"
+    return ""
+
+
+# What a run folder's own files are, for the error when one is passed where a checkpoint is expected.
+_RUN_FILES = {"config.yaml": "the run's config", "vocab.json": "the run's vocabulary",
+              "metrics.jsonl": "the run's metrics", "status.json": "the run's status",
+              "inspect.html": "the page `charrnn inspect` wrote"}
+
+
+def _plainly_not_a_checkpoint(path: Path) -> str | None:
+    """What a file is when its first bytes show it is no checkpoint (torch writes a zip archive; older files
+    start with a pickle): 'a YAML file (the run's config)', 'a JSON file', 'a text file', ...; else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None  # load_checkpoint names what it cannot read
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        return None
+    if not head:
+        return "an empty file"
+    in_run = _run_folder_of(path) == path.parent
+    role = (_RUN_FILES.get(path.name) if in_run else None) or \
+        ("a TensorBoard event file" if "tfevents" in path.name else None)
+    kind = _text_kind(path, head.decode("utf-8", "ignore") if _utf8(head) else None)
+    return f"{kind} ({role})" if role and not role.startswith("a ") else role or kind
+
+
+def _utf8(head: bytes) -> bool:
+    """Whether the first bytes of a file are UTF-8 text (a character cut at the end of them aside)."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.reason == "unexpected end of data"
+    return True
+
+
+def _text_kind(path: Path, text: str | None) -> str:
+    suffix = path.suffix.lower()
+    if text is None:
+        return "a file of another format"
+    if suffix in (".yaml", ".yml"):
+        return "a YAML file"
+    if suffix in (".json", ".jsonl") or text.lstrip()[:1] in ("{", "["):
+        return "a JSON file"
+    if suffix in (".html", ".htm") or text.lstrip().lower().startswith(("<!doctype html", "<html")):
+        return "an HTML page"
+    return "a text file"
+
+
+def _run_folder_of(path: Path) -> Path | None:
+    """The run folder a file lies in (directly, or in its checkpoints/), if any."""
+    for folder in (path.parent, path.parent.parent):
+        paths = RunPaths(folder)
+        if paths.config.is_file() and (paths.best.is_file() or paths.has_checkpoint()):
+            return folder
+    return None
+
+
+def _pass_instead(path: Path) -> str:
+    """What to pass instead of a file that is not a checkpoint: its run folder where it lies in one."""
+    folder = _run_folder_of(path)
+    if folder is not None:
+        return f"pass the run folder ({shown_path(folder)}) or one of its checkpoints/*.pt"
+    return "pass a run folder (e.g. runs/ihello) or a checkpoint file (e.g. runs/ihello/checkpoints/best.pt)"

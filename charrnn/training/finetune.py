@@ -20,10 +20,11 @@ from charrnn.run.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.vocab import Vocab
 
 
-def source_checkpoint(spec: str | Path) -> tuple[Path, dict]:
-    """The checkpoint --init-from names (a run folder: its best.pt, else last.pt) and its contents."""
+def source_checkpoint(spec: str | Path, runs_dir: str | Path = "runs") -> tuple[Path, dict]:
+    """The checkpoint --init-from names (a run folder: its best.pt, else last.pt) and its contents; a bare name
+    of a run under runs_dir (log.dir) is suggested when spec is neither."""
     try:
-        path = resolve_checkpoint(spec, "best")
+        path = resolve_checkpoint(spec, "best", runs_dir)
     except UserError as exc:
         raise UserError(f"--init-from {spec}: {exc}") from None
     path = path.resolve()
@@ -40,8 +41,8 @@ _last_source: list = [None, None]  # (path, size, mtime) and the contents of the
 def take_source_model(raw: dict) -> dict:
     """Raw config data with init_from set -> the same with the source's model section and init_from resolved
     to the checkpoint file. A model key the config sets to another value than the source's is refused."""
-    config_from_dict(raw)  # every key checked as for any run, before the source is looked at
-    path, state = source_checkpoint(raw["init_from"])
+    cfg = config_from_dict(raw)  # every key checked as for any run, before the source is looked at
+    path, state = source_checkpoint(raw["init_from"], cfg.log.dir)
     source_model = state["config"]["model"]
     for key, value in (raw.get("model") or {}).items():
         if value != source_model.get(key) and value != "auto":

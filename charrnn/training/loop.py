@@ -7,12 +7,15 @@ reads top to bottom."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from pathlib import Path
 
 from charrnn.config import Config
+from charrnn.paths import user_path
 from charrnn.run.lock import hold_run_folder
 from charrnn.training import distributed
+from charrnn.training.resume import finished_reason
 from charrnn.training.setup import setup_trainer
 from charrnn.training.signals import Interrupted
 from charrnn.training.state import RunResult
@@ -25,7 +28,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     With resume=True the run folder's own config and last.pt are used (cfg only supplies overrides such
     as a longer max_steps) and the run continues exactly where it stopped.
     """
-    root = Path(run_dir) if run_dir is not None else Path(cfg.log.dir) / cfg.name
+    root = user_path(run_dir) if run_dir is not None else user_path(cfg.log.dir) / cfg.name
     # One writer per run folder: a second trainer is refused before anything in the folder is touched.
     with hold_run_folder(root, create=not resume, enabled=distributed.context().is_main):
         return _train(cfg, root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
@@ -34,6 +37,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
 def _train(cfg: Config, root: Path, *, resume: bool, overwrite: bool, quiet: bool, device: str | None) -> RunResult:
     trainer = setup_trainer(cfg, root=root, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
     t, state = trainer.cfg.train, trainer.state
+    if resume and (done := finished_reason(trainer.cfg, state, trainer.total_steps, root, trainer.dist)):
+        return dataclasses.replace(trainer.result(done), already_finished=True)  # nothing written, nothing logged
     with trainer.session() as signals:
         if state.step == 0 and trainer.cfg.init_from:
             trainer.validate()  # fine-tuning: the source model on the new text, where the run starts from

@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import yaml
 
-from charrnn.config import Config
+from charrnn.config import Config, is_auto
+from charrnn.data.corpus import resolve_data_paths
 from charrnn.data.fingerprint import corpus_change
-from charrnn.errors import UserError
+from charrnn.errors import UserError, shown
 from charrnn.model import CharRNN
+from charrnn.paths import shown_path
+from charrnn.run import status as run_status
 from charrnn.run.checkpoint import load_resume_checkpoint
 from charrnn.run.folder import RunPaths, check_run_dir
 from charrnn.training import autosize, distributed
@@ -81,3 +85,76 @@ def check_resumable(saved: dict, cfg: Config) -> None:
             if n in before and before[n] != now[section][n]:
                 raise UserError(f"cannot resume with {section}.{n}={now[section][n]!r}: the run was trained with "
                                 f"{before[n]!r}, and its checkpoint depends on it; keep it, or start a new run")
+
+
+# Settings that only locate the run (log.dir, name) or only matter when it starts (init_from): never "unused".
+_LOCATING = ("name", "log.dir", "init_from")
+
+
+def unused_settings_note(from_file: Config, run: Config, config_file: str | Path, run_dir: Path) -> str | None:
+    """On --resume with --config: the file's settings that differ from the run's (both with the same --set
+    applied) and so are not used, in one note with the --set that would apply them; None when none differ."""
+    file_values, run_values = _flat(resolve_data_paths(from_file)), _flat(run)
+    if from_file.init_from:  # a fine-tuned run's model is its source's, not the file's
+        file_values = {k: v for k, v in file_values.items() if not k.startswith("model.")}
+    if from_file.data.cache is None:  # the file names no cache: the run's default is no setting of the file's
+        file_values.pop("data.cache")
+    differ = [k for k, v in file_values.items() if k not in _LOCATING and k in run_values and v != run_values[k]
+              and not is_auto(v)]
+    if not differ:
+        return None
+    shown_keys = ", ".join(f"{k} ({shown(file_values[k])} in the file, {shown(run_values[k])} in the run"
+                           f"{'; fixed for the run' if _fixed(k) else ''})" for k in differ)
+    changeable = [k for k in differ if not _fixed(k)]
+    example = f"{changeable[0]}={_yaml_value(file_values[changeable[0]])}" if changeable else ""
+    hint = f"; to change one, pass it with --set, e.g. --set {example}" if changeable else ""
+    return (f"note: --resume continues {shown_path(run_dir)} with its own settings "
+            f"({shown_path(RunPaths(run_dir).config)}); these of {shown_path(config_file)} differ and are not used: "
+            f"{shown_keys}{hint}")
+
+
+def _flat(cfg: Config) -> dict:
+    flat = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _fixed(key: str) -> bool:
+    return key.startswith("model.") or key in _FIXED_ON_RESUME
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).removesuffix("\n...\n").strip()
+
+
+def finished_reason(cfg: Config, state: TrainState, total_steps: int | None, root: Path,
+                    dist: distributed.DistContext) -> str | None:
+    """Why a resumed run has nothing left to do (max_steps, max_epochs, time_budget or early_stop), or None. Only
+    a run recorded as finished at its checkpoint's step counts: one interrupted at its last step still ends its
+    bookkeeping (final sample, embedding, status). All ranks agree (a collective)."""
+    record = run_status.read(root) if dist.is_main else None
+    reason = None
+    if record and record.get("status") == "finished" and record.get("step") == state.step:
+        t = cfg.train
+        if total_steps is not None and state.step >= total_steps:
+            reason = "max_steps" if t.max_steps == total_steps else "max_epochs"
+        elif t.time_budget is not None and state.elapsed >= t.time_budget:
+            reason = "time_budget"
+        elif t.patience and state.evals_since_best >= t.patience:
+            reason = "early_stop"
+    return reason if dist.any_rank(reason is not None) else None
+
+
+def finished_message(cfg: Config, step: int, reason: str, root: Path) -> str:
+    """What --resume of a finished run says: that it is finished, and the --set that would train it on."""
+    key = {"max_steps": "max_steps", "max_epochs": "max_epochs", "time_budget": "time_budget",
+           "early_stop": "patience"}[reason]
+    value = getattr(cfg.train, key)
+    why = f"train.{key}={value:g}" + (f": no better val loss in {value} evaluations" if key == "patience" else "")
+    run = shown_path(root)
+    return (f"{run} already finished at step {step} ({why}); nothing was changed. To train it further: "
+            f"charrnn train --resume --run-dir {run} --set train.{key}={2 * value:g}")

@@ -14,7 +14,7 @@ from charrnn.config import Config
 from charrnn.console import FileProgress
 from charrnn.data.batches import make_batcher
 from charrnn.data.cache import EncodedCorpus
-from charrnn.data.corpus import open_corpus, resolve_data_paths, skipped_note, training_splits
+from charrnn.data.corpus import corpus_notes, open_corpus, resolve_data_paths, training_splits
 from charrnn.device import emulated_bf16_note, resolve_device, resolve_precision
 from charrnn.errors import UserError
 from charrnn.memory import check_training_fits
@@ -127,8 +127,8 @@ def encode_corpus(cfg: Config, vocab: Vocab | None, quiet: bool) -> EncodedCorpu
     skipped as not UTF-8 text (unless quiet)."""
     with FileProgress(enabled=not quiet) as progress:
         corpus = open_corpus(cfg, vocab, progress=progress)
-    if corpus.skipped and not quiet:
-        print(skipped_note(corpus.skipped), file=sys.stderr, flush=True)
+    for note in [] if quiet else corpus_notes(corpus):  # files skipped as not text, links met in a folder
+        print(note, file=sys.stderr, flush=True)
     return corpus
 
 

@@ -37,6 +37,7 @@ class RunResult:
         path = Path(self.run_dir) / "metrics.jsonl"
         lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
         return [json.loads(line) for line in lines if line.strip()]
+    already_finished: bool = False  # --resume of a finished run: nothing was trained or written
 
 
 @dataclass
