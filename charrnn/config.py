@@ -79,6 +79,8 @@ class TrainConfig:
     lr_step_gamma: float = _spec(0.1, lo=0.0, hi=1.0, lo_open=True)
     warmup_steps: int = _spec(0, lo=0)
     weight_decay: float = _spec(0.0, lo=0.0)
+    decay_vectors: bool = _spec(False, doc="weight decay on biases and other 1-D tensors too; default: matrices "
+                                "(and the embedding) only, as nanoGPT does")
     grad_clip: float = _spec(1.0, lo=0.0, doc="0 turns clipping off")
     eval_every: int = _spec(200, lo=1)
     patience: int | None = _spec(None, lo=1, doc="stop after this many evaluations without a better val loss")

@@ -401,3 +401,28 @@ def test_a_tiny_time_budget_leaves_a_resumable_run(make_config):
     assert load_checkpoint(last)["step"] == result.step
     longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget=None, max_steps=result.step + 3))
     assert train(longer, resume=True, quiet=True).step == result.step + 3
+
+
+def test_a_run_from_before_matrices_only_decay_resumes_with_its_one_group(tmp_path):
+    """Checkpoints written before train.decay_vectors hold one optimizer group: resuming them keeps decaying every
+    tensor (the run's recipe) instead of refusing the checkpoint for its group count."""
+    import yaml
+
+    cfg = resume_config(tmp_path, "random")
+    run = tmp_path / "old"
+    cfg.train.decay_vectors = True  # what every run did before the option existed
+    cfg.train.max_steps = 5
+    train(cfg, run_dir=run, quiet=True)
+    last = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    del state["config"]["train"]["decay_vectors"]
+    from charrnn.run.checkpoint import save_checkpoint
+
+    save_checkpoint(state, last)
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    del raw["train"]["decay_vectors"]
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    cfg.train.max_steps, cfg.train.decay_vectors = STEPS, False  # today's default, as a config file gives it
+    result = train(cfg, run_dir=run, resume=True, quiet=True)
+    assert result.step == STEPS
+    assert len(load_checkpoint(last)["optimizer"]["param_groups"]) == 1

@@ -119,3 +119,48 @@ def test_max_epochs_with_stateful_batching_stops_at_the_end_of_the_streams(make_
     assert result.step == batcher.batches_per_epoch
     state = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
     assert state["data"] == {"position": batcher.batches_per_epoch, "epoch": 0}  # not a step into epoch 1
+
+
+# -- the optimizer ---------------------------------------------------------------------------------------------
+
+def test_weight_decay_is_on_matrices_only_unless_decay_vectors(make_config):
+    """Issue 21, item 2: biases were decayed too (one group). Matrices and the embedding decay; biases do not."""
+    from charrnn.model import CharRNN
+    from charrnn.training.optimizer import build_optimizer
+
+    cfg = make_config("hello world " * 20, model={"encoding": "embedding", "embedding_dim": 4},
+                      train={"optimizer": "adamw", "weight_decay": 0.1})
+    model = CharRNN(8, cfg.model)
+    groups = build_optimizer(cfg, model).param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.dim() >= 2), name
+    assert any("bias" in name for name, _ in model.named_parameters())
+    cfg.train.decay_vectors = True
+    (group,) = build_optimizer(cfg, model).param_groups
+    assert group["weight_decay"] == 0.1 and len(group["params"]) == len(list(model.parameters()))
+
+
+def test_a_torch_without_fused_cpu_adamw_falls_back(make_config, monkeypatch):
+    """Issue 21, item 6: fused AdamW on CPU needs torch 2.4; on an older torch the constructor refuses it, and
+    charrnn takes the default implementation instead of failing."""
+    import torch
+
+    from charrnn.model import CharRNN
+    from charrnn.training.optimizer import build_optimizer
+
+    real = torch.optim.AdamW
+
+    class OldAdamW(real):
+        def __init__(self, params, fused=None, **kw):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                                   "devices: ['cuda']")
+            super().__init__(params, **kw)
+
+    cfg = make_config("hello world " * 20, train={"optimizer": "adamw"})
+    model = CharRNN(8, cfg.model)
+    assert build_optimizer(cfg, model).defaults["fused"]  # this torch has it
+    monkeypatch.setattr(torch.optim, "AdamW", OldAdamW)
+    optimizer = build_optimizer(cfg, model)
+    assert isinstance(optimizer, OldAdamW) and not optimizer.defaults["fused"]

@@ -9,18 +9,41 @@ import torch
 from charrnn.config import Config
 
 
+def parameter_groups(cfg: Config, model: torch.nn.Module) -> list[dict]:
+    """The parameters in optimizer groups: weight decay on the matrices (and the embedding), none on biases and
+    other 1-D tensors, as nanoGPT's configure_optimizers does; train.decay_vectors puts every tensor under decay.
+    A bias pulled towards 0 only costs the model an offset it needs."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = cfg.train.weight_decay
+    if cfg.train.decay_vectors or not decay:
+        return [{"params": params, "weight_decay": decay}]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
-    params = list(model.parameters())
+    groups = parameter_groups(cfg, model)
     if t.optimizer in ("adamw", "adam"):
-        # The fused kernel updates every parameter in one pass (CPU and CUDA): for small models the optimizer
-        # step is a visible share of the step time.
         cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        fused = params[0].device.type in ("cpu", "cuda")
-        return cls(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
+        return _fused_if_supported(cls, groups, lr=t.lr)
     if t.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+        return torch.optim.RMSprop(groups, lr=t.lr)
+    return torch.optim.SGD(groups, lr=t.lr, momentum=0.9)
+
+
+def _fused_if_supported(cls, groups: list[dict], **options) -> torch.optim.Optimizer:
+    """The fused kernel updates every parameter in one pass: for small models the optimizer step is a visible
+    share of the step time. It covers CUDA, and the CPU from torch 2.4 on; where the installed torch has no fused
+    kernel for the parameters' device, the constructor refuses, and the default (foreach) implementation is used."""
+    device = groups[0]["params"][0].device.type
+    if device in ("cpu", "cuda"):
+        try:
+            return cls(groups, fused=True, **options)
+        except RuntimeError:  # e.g. torch 2.3 on CPU: "`fused=True` requires all the params to be ... CUDA"
+            pass
+    return cls(groups, **options)
 
 
 def lr_factor(cfg: Config, step: int, progress: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -26,6 +27,9 @@ def resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
     saved = load_resume_checkpoint(paths)  # a damaged last.pt: the error names an intact checkpoint
     cfg = autosize.keep_resolved(cfg, saved["config"])
     check_resumable(saved["config"], cfg)
+    train = saved["config"].get("train") if isinstance(saved["config"], dict) else None
+    if isinstance(train, dict) and "decay_vectors" not in train:  # a run from before train.decay_vectors: its
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, decay_vectors=True))  # one group
     return cfg, saved
 
 
