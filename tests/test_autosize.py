@@ -251,11 +251,28 @@ def test_resolve_auto_fills_every_auto_and_says_why(tmp_path, monkeypatch):
     assert (m.hidden_size, m.embedding_dim, m.dropout, t.lr) == (12, 12, 0.0, 0.01)
     assert res.seconds == pytest.approx(0.288)
     assert res.message == ("auto: hidden_size=12, dropout=0, lr=0.01 (≈2k chars/s here, ≈580 chars in the budget, "
-                           "0.35 chars/parameter; probed 3 widths in 0.3 s)")
+                           "0.35 chars/parameter, 1.7 passes over the training text; probed 3 widths in 0.3 s)")
     explicit = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=256))
-    res = resolve_auto(explicit, ids, vocab_size, torch.device("cpu"), "fp32")
+    no_budget = dataclasses.replace(explicit, train=dataclasses.replace(explicit.train, time_budget=None))
+    res = resolve_auto(no_budget, ids, vocab_size, torch.device("cpu"), "fp32", step_limit=24)
     assert (res.cfg.model.embedding_dim, res.cfg.model.dropout, res.cfg.train.lr, res.seconds) == (256, 0.1, 0.006, 0)
-    assert res.message == "auto: dropout=0.1, lr=0.006 for hidden_size=256"
+    assert res.message == "auto: dropout=0.1, lr=0.006 for hidden_size=256"  # max_steps: 1.7 passes, known
+    # Under a time budget alone, the passes it buys need the width's speed: that one width is timed.
+    budget_only = dataclasses.replace(explicit, train=dataclasses.replace(explicit.train, max_steps=None))
+    res = resolve_auto(budget_only, ids, vocab_size, torch.device("cpu"), "fp32")
+    passes = budget_only.train.time_budget * res.chars_per_sec / len(ids)
+    assert res.seconds > 0 and res.cfg.model.hidden_size == 256
+    assert res.cfg.model.dropout == autosize.dropout_for(256, passes) and passes > 20  # a tiny text: many passes
+    assert res.message.startswith("auto: dropout=0.3, lr=0.006 for hidden_size=256 (")
+
+
+def test_dropout_follows_the_passes_over_the_text_as_well_as_the_width():
+    """Issue 21: a small corpus seen dozens of times overfitted with dropout 0 (names.txt, 18 passes in 100 s)."""
+    assert dropout_for(192, 4) == 0.0  # tinyshakespeare at 100 s: unchanged
+    assert dropout_for(192, 8) == 0.2 and dropout_for(192, 16) == 0.3 and dropout_for(192, 60) == 0.3
+    assert dropout_for(192, 6) == pytest.approx(0.1)
+    assert dropout_for(512, 1) == 0.2  # a wide model keeps its width's dropout
+    assert dropout_for(192) == 0.0  # passes unknown: the width alone
 
 
 def test_a_machine_too_slow_to_time_any_width_gets_the_narrowest(tmp_path, monkeypatch):

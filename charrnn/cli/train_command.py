@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -61,9 +62,32 @@ def train(
             out.print(finished_message(cfg, result.step, result.stopped_by, result.run_dir), markup=False)
         return
     if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
-        out.print(metrics_table(f"{shown_path(result.run_dir)} after {result.step} steps ({result.elapsed_s:.1f} s)",
-                                 result.val, "best val loss", f"{result.best_val_loss:.4f}"))
-        if result.stopped_by == "early_stop":
-            out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss)",
-                      markup=False)
-        out.print(f"sample it: charrnn sample {shown_path(result.run_dir)}", markup=False)
+        _summary(out, cfg, result)
+
+
+def _summary(out: Console, cfg, result) -> None:
+    """The end of a run: the model `sample` and `eval` use (best.pt) first, then how the run ended: the last
+    evaluation when it differs, the speed against the probe's prediction, and the command that samples it."""
+    from charrnn.evaluate import Metrics
+
+    best = next((r for r in result.history() if r.get("step") == result.best_step), None)
+    metrics = result.val
+    if best is not None and result.best_step != result.step:
+        metrics = Metrics(best["val_loss"], best["val_bpc"], math.exp(min(best["val_loss"], 700.0)),
+                          best["val_accuracy"], result.val.chars)
+    title = f"{shown_path(result.run_dir)}: best.pt, step {result.best_step:,} of {result.step:,} " \
+            f"({result.elapsed_s:.1f} s)"
+    last = "the same" if metrics is result.val else f"{result.val.loss:.4f} (step {result.step:,})"
+    out.print(metrics_table(title, metrics, "last evaluation", last))
+    rise = result.val.loss - result.best_val_loss
+    if rise > 0.02:
+        out.print(f"note: the val loss rose by {rise:.2f} after its best at step {result.best_step:,}: the model began "
+                  "to learn the training text by heart. sample and eval use best.pt; for this text, a shorter "
+                  "train.time_budget or more model.dropout would do as well", markup=False)
+    if result.stopped_by == "early_stop":
+        out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss)",
+                  markup=False)
+    if result.predicted_chars_per_sec:
+        out.print(f"speed: {result.chars_per_sec:,.0f} chars/s (the width probe predicted "
+                  f"{result.predicted_chars_per_sec:,.0f})", markup=False)
+    out.print(f"sample it: charrnn sample {shown_path(result.run_dir)}", markup=False)

@@ -46,6 +46,11 @@ SAMPLE_PROBE_CHARS = 16  # characters stepped one at a time, timed, give its sam
 
 # (width, value) anchors from the measured runs; between them linear, outside them the nearest end.
 DROPOUT_BY_WIDTH = ((192, 0.0), (256, 0.1), (320, 0.15), (384, 0.2), (512, 0.2))
+# (passes over the training text in the budget, dropout): a small corpus is seen many times and overfits. Measured
+# at 100 s on a 2x192 LSTM (docs/choosing-the-width.md), best val without dropout / 0.2 / 0.35: names.txt (14-22
+# passes) 1.556 / 1.431 / 1.429; 300 KB of Python (9-16) 2.314 / 2.152 / 2.074; 237 KB of licences (12-20) 1.576
+# / 1.383 / 1.413; tinyshakespeare (4 passes) is best without.
+DROPOUT_BY_PASSES = ((4, 0.0), (8, 0.2), (16, 0.3))
 LR_BY_WIDTH = ((128, 0.01), (160, 0.008), (192, 0.007), (256, 0.006), (320, 0.005), (384, 0.0045), (512, 0.004))
 
 
@@ -87,9 +92,11 @@ def _interpolate(anchors: Sequence[tuple[int, float]], width: int) -> float:
     return float(np.interp(width, widths, [v for _, v in anchors]))
 
 
-def dropout_for(width: int) -> float:
-    """The dropout the measured runs used at this width (0 at 192 and below, 0.2 from 384)."""
-    return round(_interpolate(DROPOUT_BY_WIDTH, width), 3)
+def dropout_for(width: int, passes: float | None = None) -> float:
+    """The dropout for this width (0 at 192 and below, 0.2 from 384) and, where known, this many passes over the
+    training text (0 up to 4, 0.2 at 10, 0.3 from 20): the larger of the two."""
+    by_passes = _interpolate(DROPOUT_BY_PASSES, passes) if passes is not None else 0.0
+    return round(max(_interpolate(DROPOUT_BY_WIDTH, width), by_passes), 2)
 
 
 def lr_for(width: int) -> float:
@@ -121,13 +128,14 @@ def choose(measured: Sequence[Measurement], seconds: float, char_limit: float | 
     return Choice(pick.width, pick.chars_per_sec, predicted_chars(pick, seconds, char_limit), per_param(pick))
 
 
-def with_width(cfg: Config, width: int) -> Config:
+def with_width(cfg: Config, width: int, passes: float | None = None) -> Config:
     """The config with `width` for model.hidden_size and every other auto resolved from it (a tied embedding
-    is as wide as the hidden state, so it follows the width too)."""
+    is as wide as the hidden state, so it follows the width too; dropout follows the passes over the training
+    text as well, where they are known)."""
     m, t = cfg.model, cfg.train
     model = dataclasses.replace(
         m, hidden_size=width, embedding_dim=width if is_auto(m.embedding_dim) or m.tie_weights else m.embedding_dim,
-        dropout=dropout_for(width) if is_auto(m.dropout) else m.dropout)
+        dropout=dropout_for(width, passes) if is_auto(m.dropout) else m.dropout)
     train = dataclasses.replace(t, lr=lr_for(width)) if is_auto(t.lr) else t
     return dataclasses.replace(cfg, model=model, train=train)
 
@@ -262,37 +270,48 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
                  step_limit: int | None = None, dist: DistContext | None = None,
                  candidates: Sequence[int] | None = None, eval_chars: int = 0) -> Resolution:
     """Replace every `auto` in the config: hidden_size by probing this machine (see `probe` and `choose`),
-    embedding_dim, dropout and lr from the width. Call it with the run's corpus, device, precision and threads
-    set, before the model is built; the probe's seconds count inside train.time_budget. eval_chars: characters
-    each evaluation during training scores."""
+    embedding_dim, dropout and lr from the width, dropout from the passes over the training text too. Call it with
+    the run's corpus, device, precision and threads set, before the model is built; the probe's seconds count
+    inside train.time_budget. eval_chars: characters each evaluation during training scores."""
     m, t = cfg.model, cfg.train
+    char_limit = step_limit * t.batch_size * t.seq_length if step_limit is not None else None
     if not is_auto(m.hidden_size):
         if not (is_auto(m.embedding_dim) or is_auto(m.dropout) or is_auto(t.lr)):
             return Resolution(cfg, None, 0.0)
-        resolved = with_width(cfg, m.hidden_size)
-        return Resolution(resolved, f"auto: {_followers(cfg, resolved)} for hidden_size={m.hidden_size}", 0.0)
+        if is_auto(m.dropout) and t.time_budget is not None:  # the passes the budget buys need this width's speed
+            candidates = [m.hidden_size]
+        else:
+            passes = char_limit / len(train_ids) if char_limit is not None else None
+            resolved = with_width(cfg, m.hidden_size, passes)
+            return Resolution(resolved, f"auto: {_followers(cfg, resolved)} for hidden_size={m.hidden_size}", 0.0)
     budget = float(t.time_budget)  # the config refuses hidden_size: auto without one
-    char_limit = step_limit * t.batch_size * t.seq_length if step_limit is not None else None
     result = probe(cfg, train_ids, vocab_size, device, precision, budget, char_limit=char_limit, dist=dist,
                    candidates=candidates, eval_chars=eval_chars)
-    seconds_left = budget - result.seconds
     if not result.measured:  # not one width could be timed within the share of the budget: the narrowest it is
         width = min(CANDIDATE_WIDTHS if candidates is None else candidates)
-        resolved = with_width(cfg, width)
-        return Resolution(resolved, f"note: hidden_size: auto could not time even {width} wide in {PROBE_SHARE:.0%} "
-                          f"of the {budget:g} s budget (probed 0 widths in {result.seconds:.1f} s): this machine is "
-                          f"busy or slow, so the run trains the narrowest, hidden_size={width}; give it a longer "
-                          "train.time_budget, stop what else is running (or set train.threads), or set "
-                          "model.hidden_size", result.seconds)
-    pick = choose(result.measured, seconds_left, char_limit)
+        note = (f"note: {_auto_name(cfg)} could not time even {width} wide in {PROBE_SHARE:.0%} of the {budget:g} s "
+                f"budget (probed 0 widths in {result.seconds:.1f} s): this machine is busy or slow, so the run trains "
+                f"the narrowest, hidden_size={width}, without the dropout of many passes; give it a longer "
+                "train.time_budget, stop what else is running (or set train.threads), or set the auto values in the "
+                "config")
+        return Resolution(with_width(cfg, width), note, result.seconds)
+    pick = choose(result.measured, budget - result.seconds, char_limit)
+    passes = pick.chars / len(train_ids)
+    resolved = with_width(cfg, pick.width, passes)
     reason = (f"≈{_about(pick.chars_per_sec)} chars/s here, ≈{_about(pick.chars)} chars in the budget, "
-              f"{_about(pick.chars_per_param)} chars/parameter")
-    resolved = with_width(cfg, pick.width)
+              f"{_about(pick.chars_per_param)} chars/parameter, {_about(passes)} passes over the training text; "
+              f"probed {len(result.measured)} width{'s' if len(result.measured) != 1 else ''} "
+              f"in {result.seconds:.1f} s")
     followers = _followers(cfg, resolved)
-    message = (f"auto: hidden_size={pick.width}{', ' + followers if followers else ''} ({reason}; "
-               f"probed {len(result.measured)} width{'s' if len(result.measured) != 1 else ''} "
-               f"in {result.seconds:.1f} s)")
+    if is_auto(m.hidden_size):
+        message = f"auto: hidden_size={pick.width}{', ' + followers if followers else ''} ({reason})"
+    else:
+        message = f"auto: {followers} for hidden_size={m.hidden_size} ({reason})"
     return Resolution(resolved, message, result.seconds, pick.chars_per_sec)
+
+
+def _auto_name(cfg: Config) -> str:
+    return "hidden_size: auto" if is_auto(cfg.model.hidden_size) else "dropout: auto"
 
 
 def _followers(before: Config, after: Config) -> str:
