@@ -391,3 +391,22 @@ def test_a_pipe_is_named_as_one(tmp_path):
     folder = tree(tmp_path / "f", {"a.txt": "abc"})
     os.mkfifo(folder / "b.txt")  # in a folder, a pipe is no document: reading it would wait forever
     assert text_of(load_corpus(folder, tmp_path / "cache")) == "abc"
+
+
+def test_a_changed_file_replaces_its_cache_entry_and_leaves_others(tmp_path):
+    """Issue 21, item 9: every change of a corpus file left a full copy behind in the cache, for ever."""
+    from charrnn.data.cache import load_corpus
+
+    cache, a, b = tmp_path / "cache", tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("hello world\n" * 50)
+    b.write_text("other text\n" * 50)
+    load_corpus(b, cache)
+    first = load_corpus(a, cache)
+    assert len(list(cache.iterdir())) == 2
+    a.write_text("hello there\n" * 60)
+    os.utime(a, ns=(1, 1))  # a changed stamp, whatever the clock's resolution
+    second = load_corpus(a, cache)
+    entries = sorted(p.name for p in cache.iterdir())
+    assert second.entry.name in entries and first.entry.name not in entries and len(entries) == 2
+    assert (first.ids == first.ids).all()  # the superseded mapping stays readable where it is still open
+    assert second.vocab.decode(second.ids[:12]) == "hello there\n"

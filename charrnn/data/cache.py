@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import glob
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,8 +132,10 @@ def load_corpus(paths: str | Path | Sequence[str | Path] | CorpusFiles, cache_di
         sources = fingerprint_files([p for p, name in zip(files.paths, files.names, strict=True)
                                      if name not in left_out])
         meta = {"chars": vocab.chars, "length": length, "source": [str(p) for p in files.paths[:1]],
-                "files": len(files) - len(skipped), "skipped": skipped, "sources": sources}
+                "files": len(files) - len(skipped), "skipped": skipped, "sources": sources,
+                "paths": list(files.paths), "stamps": list(files.stamps)}
         atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta).encode("utf-8")))
+        _remove_superseded(entry, files)
     except OSError as exc:
         _remove_empty(entry, created)
         raise _not_written(exc, entry) from None
@@ -153,6 +157,21 @@ def _not_written(exc: OSError, entry: Path) -> CacheNotWritten:
                          "space, or set data.cache to a folder on another disk", "no space left on device")
     return CacheReadOnly(f"cannot write the encoded corpus cache {where} ({said}); set data.cache to a writable "
                          "folder", said)
+
+
+def _remove_superseded(entry: Path, files: CorpusFiles) -> None:
+    """Entries of the same files from before they changed (the same paths, other stamps): nothing can use them
+    again, and each is a full copy of the corpus. A process that still maps one keeps reading it (POSIX)."""
+    for other in entry.parent.glob(f"{glob.escape(files.label)}.*"):
+        if other == entry or not other.is_dir():
+            continue
+        try:
+            meta = json.loads((other / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # being written, or not an entry: left alone
+        if isinstance(meta, dict) and meta.get("paths") == list(files.paths) and \
+                meta.get("stamps") != list(files.stamps):
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _remove_stale_entries(cache_dir: Path) -> None:
