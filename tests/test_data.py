@@ -16,6 +16,7 @@ from charrnn.data import cache as corpus_cache
 from charrnn.data.batches import ContiguousStreams, RandomWindows
 from charrnn.data.cache import load_corpus
 from charrnn.data.encode import encode_files, id_dtype
+from charrnn.data.files import shuffled_order
 from charrnn.data.text import iter_text_chunks, read_text
 from charrnn.errors import UserError
 from charrnn.vocab import Vocab, codepoints
@@ -220,13 +221,19 @@ def text_of(corpus) -> str:
     return corpus.vocab.decode(corpus.ids)
 
 
+def joined(docs: dict[str, str], separator: str = "\n") -> str:
+    """The documents of a folder (relative path -> text) as the corpus joins them: in shuffled_order."""
+    return separator.join(docs[name] for name in sorted(docs, key=shuffled_order) if docs[name])
+
+
 @pytest.mark.parametrize("chunk_bytes", [3, 1 << 21])  # files streamed in chunks, or read whole and batched
-def test_folder_is_read_recursively_in_sorted_path_order_joined_by_the_separator(tmp_path, chunk_bytes):
+def test_folder_is_read_recursively_in_a_fixed_shuffled_order_joined_by_the_separator(tmp_path, chunk_bytes):
     folder = tree(tmp_path / "docs", {"b.txt": "bee", "a/z.txt": "zed", "a/b/c.txt": "sea", "a-b.txt": "dash",
                                       ".hidden.txt": "no", ".git/config": "no", "empty.txt": ""})
     corpus = load_corpus(folder, tmp_path / "cache", separator="|", chunk_bytes=chunk_bytes)
-    # sorted by path parts: a/b/c.txt, a/z.txt, a-b.txt, b.txt; hidden and empty files left out
-    assert text_of(corpus) == "sea|zed|dash|bee"
+    # by a hash of each relative path (hidden and empty files left out): not a/b/c.txt, a/z.txt, a-b.txt, b.txt
+    assert text_of(corpus) == "dash|sea|zed|bee" == joined({"b.txt": "bee", "a/z.txt": "zed", "a/b/c.txt": "sea",
+                                                            "a-b.txt": "dash"}, "|")
     assert corpus.files == 4 and corpus.skipped == []
 
 
@@ -267,9 +274,9 @@ def test_non_utf8_files_of_a_folder_are_skipped_and_counted_without_leaving_a_tr
                                        "c.txt": "cab", "small.bin": b"\x89PNG\xff"})
     corpus = load_corpus(folder, tmp_path / "cache", chunk_bytes=chunk_bytes)
     assert text_of(corpus) == "abc\ncab" and corpus.vocab.chars == ["\n", "a", "b", "c"]
-    assert corpus.skipped == ["0.bin", "big.bin", "small.bin"] and corpus.files == 2
+    assert sorted(corpus.skipped) == ["0.bin", "big.bin", "small.bin"] and corpus.files == 2
     again = load_corpus(folder, tmp_path / "cache", chunk_bytes=chunk_bytes)  # from the cache: the same note
-    assert again.skipped == ["0.bin", "big.bin", "small.bin"]
+    assert sorted(again.skipped) == ["0.bin", "big.bin", "small.bin"]
 
 
 @pytest.mark.parametrize("chunk_bytes", [4, 1 << 21])
@@ -324,9 +331,10 @@ def test_folder_round_trip_is_the_documents_joined_by_the_separator(docs, separa
     if not any(docs):
         docs = [*docs, "x"]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = tree(Path(tmp) / "f", {f"{i:02d}.txt": doc for i, doc in enumerate(docs)})
+        named = {f"{i:02d}.txt": doc for i, doc in enumerate(docs)}
+        folder = tree(Path(tmp) / "f", named)
         corpus = load_corpus(folder, Path(tmp) / "cache", separator=separator, chunk_bytes=chunk_bytes)
-        assert text_of(corpus) == separator.join(d for d in docs if d)
+        assert text_of(corpus) == joined(named, separator)
         assert corpus.vocab == Vocab.from_text(text_of(corpus))
         del corpus
 
@@ -338,14 +346,15 @@ def test_unchanged_folder_is_not_read_again_and_a_changed_or_added_file_is(tmp_p
         m.setattr(corpus_cache, "encode_files", lambda *a, **k: pytest.fail("an unchanged folder was encoded again"))
         assert text_of(load_corpus(folder, tmp_path / "cache")) == text_of(first)
     write(folder / "c.txt", "cc")
-    assert text_of(load_corpus(folder, tmp_path / "cache")) == "aa\nbb\ncc"
+    assert text_of(load_corpus(folder, tmp_path / "cache")) == joined({"a.txt": "aa", "b.txt": "bb", "c.txt": "cc"})
     write(folder / "a.txt", "AA")
-    assert text_of(load_corpus(folder, tmp_path / "cache")) == "AA\nbb\ncc"
+    after = joined({"a.txt": "AA", "b.txt": "bb", "c.txt": "cc"})
+    assert text_of(load_corpus(folder, tmp_path / "cache")) == after
     encoded = []
     with monkeypatch.context() as m:
         m.setattr(corpus_cache, "encode_files", lambda *a, **k: encoded.append(1) or encode_files(*a, **k))
         os.utime(folder / "b.txt")  # touched, not changed: encoded again all the same (the stat is the key)
-        assert text_of(load_corpus(folder, tmp_path / "cache")) == "AA\nbb\ncc" and encoded == [1]
+        assert text_of(load_corpus(folder, tmp_path / "cache")) == after and encoded == [1]
 
 
 def test_a_rewrite_that_restores_size_and_mtime_is_encoded_again(tmp_path):
@@ -369,7 +378,7 @@ def test_byte_order_mark_is_dropped_from_each_file(tmp_path):
     folder = tree(tmp_path / "f", {"a.txt": bom + b"one", "b.txt": bom + b"two", "c.txt": bom})
     for chunk_bytes in (2, 1 << 21):  # files streamed, or read into one block
         corpus = load_corpus(folder, tmp_path / f"cache{chunk_bytes}", chunk_bytes=chunk_bytes)
-        assert text_of(corpus) == "one\ntwo" and "\ufeff" not in corpus.vocab
+        assert text_of(corpus) == joined({"a.txt": "one", "b.txt": "two"}) and "\ufeff" not in corpus.vocab
 
 
 def test_a_failed_encode_leaves_no_empty_cache_folder(tmp_path):

@@ -22,7 +22,7 @@ def train(
                                                    "(repeatable).")] = None,
     data: Annotated[list[Path] | None, typer.Option(
         "--data", help="Text file or folder to train on (sets data.path); repeat it for several. A folder is read "
-        "recursively in sorted path order; pick its files with --set data.include='**/*.txt'.")] = None,
+        "recursively; pick its files with --set data.include='**/*.txt'.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name: the run folder is <log.dir>/NAME.")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run folder (instead of --name).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,

@@ -105,6 +105,7 @@ def training_splits(corpus: EncodedCorpus, cfg: Config) -> dict[str, np.ndarray]
 
 def skipped_note(skipped: list[str]) -> str:
     """One line that counts the files left out of a folder and names the first few."""
-    names = ", ".join(skipped[:_NAMES_IN_NOTE]) + (", ..." if len(skipped) > _NAMES_IN_NOTE else "")
+    shown = sorted(skipped)  # in path order, whatever order the folder is read in
+    names = ", ".join(shown[:_NAMES_IN_NOTE]) + (", ..." if len(skipped) > _NAMES_IN_NOTE else "")
     files = "file that is" if len(skipped) == 1 else "files that are"
     return f"note: skipped {len(skipped)} {files} not UTF-8 text: {names}"

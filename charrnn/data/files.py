@@ -1,8 +1,9 @@
-"""Which files make a corpus: the files and folders of data.path, a folder walked in sorted path order and
-filtered by data.include / data.exclude globs."""
+"""Which files make a corpus: the files and folders of data.path, a folder's files in a fixed shuffled order
+(by a hash of each relative path) and filtered by data.include / data.exclude globs."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -65,8 +66,8 @@ def glob_regex(pattern: str) -> re.Pattern:
 
 
 def _walk(folder: str) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
-    """Every file below folder (hidden names, such as .git, left out), as (relative path parts, path) in sorted
-    path order, and the links to folders found on the way (relative paths), which are not followed."""
+    """Every file below folder (hidden names, such as .git, left out), as (relative path parts, path) in
+    shuffled_order, and the links to folders found on the way (relative paths), which are not followed."""
     found, folder_links = [], []
     skip = len(folder.rstrip(os.sep)) + 1
     for root, dirs, files in os.walk(folder):
@@ -74,8 +75,15 @@ def _walk(folder: str) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
         rel = tuple(root[skip:].split(os.sep)) if len(root) >= skip else ()
         folder_links += ["/".join((*rel, d)) for d in dirs if os.path.islink(os.path.join(root, d))]
         found.extend(((*rel, name), os.path.join(root, name)) for name in files if not name.startswith("."))
-    found.sort(key=lambda item: item[0])
+    found.sort(key=lambda item: shuffled_order("/".join(item[0])))
     return found, sorted(folder_links)
+
+
+def shuffled_order(relative_path: str) -> tuple[str, str]:
+    """The sort key of a folder's file: a hash of its relative path, so the validation split (the tail of the
+    joined text) is a sample of the folder's files, not its alphabetically last ones (a test/ or zzz/ folder of
+    another kind of text); the same on every machine and run, and a new file does not reorder the others."""
+    return hashlib.sha1(relative_path.encode("utf-8", "surrogateescape")).hexdigest(), relative_path
 
 
 def _stamp(st: os.stat_result) -> str:
