@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHAKESPEARE = Path(os.environ.get("CHARRNN_DATA_DIR", REPO.parent / "shared" / "data")) / "tinyshakespeare.txt"
+SHAKESPEARE = Path(os.environ.get("CHARRNN_DATA_DIR", REPO / "data")) / "tinyshakespeare.txt"
 EXTRA_WORDS = ["café", "naïve", "—", "“quoted”", "Straße", "Ελλάδα", "日本語", "🙂", "€5"]
 
 

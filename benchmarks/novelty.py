@@ -21,7 +21,7 @@ from charrnn.data.cache import load_corpus
 from charrnn.novelty import NoveltyIndex, novelty
 
 REPO = Path(__file__).resolve().parent.parent
-SHAKESPEARE = Path(os.environ.get("CHARRNN_DATA_DIR", REPO.parent / "shared" / "data")) / "tinyshakespeare.txt"
+SHAKESPEARE = Path(os.environ.get("CHARRNN_DATA_DIR", REPO / "data")) / "tinyshakespeare.txt"
 
 
 def main() -> None:

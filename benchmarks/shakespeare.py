@@ -6,7 +6,7 @@ with the model the run trained (the width `hidden_size: auto` chose), its precis
     python benchmarks/shakespeare.py configs/shakespeare-10min.yaml
     python benchmarks/shakespeare.py configs/shakespeare.yaml --set train.batching=random   # an experiment
 
-The corpus is read from $CHARRNN_DATA_DIR/tinyshakespeare.txt (default ../shared/data). Runs go to a temporary
+The corpus is read from $CHARRNN_DATA_DIR/tinyshakespeare.txt (default data/ in the repository). Runs go to a temporary
 folder unless --runs is given.
 """
 
@@ -29,7 +29,7 @@ from charrnn.training import autosize
 from charrnn.training.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("CHARRNN_DATA_DIR", REPO.parent / "shared" / "data")) / "tinyshakespeare.txt"
+DATA = Path(os.environ.get("CHARRNN_DATA_DIR", REPO / "data")) / "tinyshakespeare.txt"
 
 
 def run_config(path: str, overrides: list[str], runs: Path) -> dict:

@@ -28,7 +28,7 @@ from charrnn.model import CharRNN
 from charrnn.training.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("CHARRNN_DATA_DIR", REPO.parent / "shared" / "data")) / "tinyshakespeare.txt"
+DATA = Path(os.environ.get("CHARRNN_DATA_DIR", REPO / "data")) / "tinyshakespeare.txt"
 SIZES = {"encoding": "embedding", "embedding_dim": 256, "hidden_size": 256, "num_layers": 2}
 B, T, LR = 32, 64, 3e-3
 EVAL_CHARS = 30_000

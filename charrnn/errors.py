@@ -1,8 +1,10 @@
-"""Errors a user can cause and fix: the CLI prints them as one line and exits 2."""
+"""What ends a command early: errors a user can cause and fix (one line, exit 2), failures of the work (exit 1)
+and a training run stopped by a signal (exit 128 + the signal)."""
 
 from __future__ import annotations
 
 import reprlib
+from pathlib import Path
 
 ECHO_LIMIT = 200  # the most characters of a user's value (or path) that an error message repeats
 
@@ -13,6 +15,18 @@ class UserError(Exception):
 
 class TrainingFailed(Exception):
     """The work itself failed (for example the loss became NaN); the CLI exits 1."""
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path):
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+        super().__init__(f"interrupted at step {step}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def shorten(text: str, limit: int = ECHO_LIMIT) -> str:

@@ -14,7 +14,7 @@ import torch
 from charrnn.config import config_from_dict
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("CHARRNN_DATA_DIR", REPO.parent / "shared" / "data"))
+DATA = REPO / "data"  # the corpora that ship with charrnn
 
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and results stay deterministic
 

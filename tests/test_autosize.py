@@ -20,14 +20,14 @@ from typer.testing import CliRunner
 from charrnn.cli import app
 from charrnn.config import ModelConfig, config_from_dict, load_config
 from charrnn.data.corpus import open_corpus
-from charrnn.errors import UserError
+from charrnn.errors import Interrupted, UserError
 from charrnn.model import CharRNN
 from charrnn.run.checkpoint import load_checkpoint
 from charrnn.tracking import Tracker
 from charrnn.training import autosize
 from charrnn.training.autosize import Measurement, choose, dropout_for, keep_resolved, lr_for, probe, resolve_auto
+from charrnn.training.distributed import DistContext
 from charrnn.training.loop import train
-from charrnn.training.signals import Interrupted
 
 runner = CliRunner()
 
@@ -82,6 +82,15 @@ def test_a_step_limit_caps_the_characters_the_rule_counts_on():
     speeds = measured({128: 47_116, 160: 35_023, 192: 27_294})
     assert choose(speeds, 100).width == 160
     assert choose(speeds, 100, char_limit=1_500_000).width == 128  # max_steps stops the run at 1.5M characters
+
+
+def test_the_boundary_is_five_characters_per_parameter_inclusive():
+    # in 100 s: 128 sees 20 chars/parameter, 192 exactly 5.0, 256 4.995 (just short)
+    widths = [Measurement(128, 100.0, 500), Measurement(192, 50.0, 1_000), Measurement(256, 99.9, 2_000)]
+    pick = choose(widths, 100)
+    assert (pick.width, pick.chars_per_param) == (192, 5.0)
+    widths[2] = Measurement(256, 100.1, 2_000)  # 5.005: now 256 sees enough
+    assert choose(widths, 100).width == 256
 
 
 def test_without_measurements_there_is_nothing_to_choose():
@@ -217,6 +226,39 @@ def test_probe_takes_a_fixed_number_of_steps_per_width_and_stops_at_the_first_sh
     assert vm.steps == [8] * STEPS_PER_WIDTH + [12] * STEPS_PER_WIDTH + [16] * STEPS_PER_WIDTH
     assert result.steps == 3 * STEPS_PER_WIDTH
     assert result.seconds == pytest.approx(STEPS_PER_WIDTH * (8 + 12 + 16) / 1000)
+
+
+class TwoRanks(DistContext):
+    """Rank 0 of two, with rank 1 played here: every number rank 1 puts into a collective is rank 0's over
+    `slower` (so its speeds are `slower` times lower; its flags and overheads are rank 0's own)."""
+
+    def __init__(self, slower: float):
+        super().__init__(rank=0, world_size=2)
+        self.slower = slower
+
+    def wrap(self, model):
+        return model  # no process group: the step trains rank 0's rows alone
+
+    def step_sync(self, loss, grad_norm, *flags):
+        return float(loss.detach()), float(grad_norm), list(flags)
+
+    def max_over_ranks(self, *values):
+        if len(values) == 2 and values[0] < 0:  # (-speed, stop): rank 1 measured a lower speed
+            return [max(values[0], values[0] / self.slower), values[1]]
+        return list(values)
+
+
+def test_ranks_take_the_slowest_ranks_speed(tmp_path, monkeypatch):
+    """Every rank must pick the same width: the one the slowest rank can afford (DDP waits for it)."""
+    cfg = auto_config(tmp_path, batch_size=4)
+    ids, vocab_size = corpus_of(cfg)
+    VirtualMachine(monkeypatch, lambda width: width / 1000)  # rank 0: its 2 rows of 8 characters in 8 ms at width 8
+    monkeypatch.setattr(autosize, "TARGET_CHARS_PER_PARAM", 0.0)
+    monkeypatch.setattr(autosize, "_loop_overhead", lambda *args: 0.0)
+    result = autosize.probe(cfg, ids, vocab_size, torch.device("cpu"), "fp32", 10.0, candidates=(8, 12),
+                            dist=TwoRanks(slower=4.0))
+    # width 8: 2,000 chars/s on rank 0, 500 on rank 1; the job: two ranks at the slowest one's speed
+    assert {m.width: m.chars_per_sec for m in result.measured} == pytest.approx({8: 1000.0, 12: 2000 / 3})
 
 
 def test_probe_keeps_within_its_share_of_the_budget(tmp_path, monkeypatch):

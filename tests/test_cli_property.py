@@ -77,9 +77,9 @@ def check_outcome(res) -> None:
     assert not escaped, f"{type(res.exception).__name__}: {res.exception}"
     assert res.exit_code in (0, 1, 2), (res.exit_code, res.output)
     assert "Traceback" not in res.output
-    if res.exit_code == 2:
+    if res.exit_code in (1, 2):  # a refusal or a failure says why, in exactly one line
         lines = [line for line in res.stderr.splitlines() if line.strip()]
-        assert len(lines) <= 1, res.stderr
+        assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
 
 
 def written_outside(before: dict, after: dict, allowed: list[Path]) -> list[str]:

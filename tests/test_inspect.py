@@ -93,6 +93,17 @@ def test_recorded_gates_follow_the_documented_equations(cell):
                for lo, hi in units)
 
 
+def test_saturation_counts_the_steps_below_and_above_per_gate_and_unit():
+    # one layer, gates (reset, update), 4 steps, 2 units: values chosen so each count differs
+    gates = np.array([[[[0.05, 0.5], [0.05, 0.95], [0.95, 0.99], [0.5, 0.02]],    # reset
+                       [[0.99, 0.01], [0.2, 0.01], [0.01, 0.01], [0.92, 0.5]]]])  # update
+    rec = Recording(ids=np.zeros(4, dtype=np.int64), bits=np.zeros(4), top_ids=np.zeros((4, 1), dtype=np.int64),
+                    top_probs=np.ones((4, 1)), h=np.zeros((1, 4, 2)), c=None, gates=gates,
+                    gate_names=("reset", "update"))
+    # per unit: [share of steps below 0.1, share above 0.9]
+    assert saturation(rec) == {"reset": [[[0.5, 0.25], [0.25, 0.5]]], "update": [[[0.25, 0.5], [0.75, 0.0]]]}
+
+
 def test_plain_rnn_has_no_gates():
     rec = record(tiny_model("rnn"), np.arange(5))
     assert rec.gates is None and saturation(rec) == {}

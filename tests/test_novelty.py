@@ -7,23 +7,20 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, tiny_config
+from conftest import DATA, tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from charrnn import novelty as novelty_module
 from charrnn.cli import app
+from charrnn.cli.sample_command import _novelty_index
 from charrnn.data.cache import load_corpus
 from charrnn.novelty import NoveltyIndex, novelty, suffix_array
+from charrnn.trained import load
 from charrnn.training.loop import train
 from charrnn.vocab import Vocab
 
-# The first 40 lines of names.txt (../shared/data), used where that file is not at hand (a clean CI clone).
-FIRST_NAMES = ("emma\nolivia\nava\nisabella\nsophia\ncharlotte\nmia\namelia\nharper\nevelyn\nabigail\nemily\n"
-               "elizabeth\nmila\nella\navery\nsofia\ncamila\naria\nscarlett\nvictoria\nmadison\nluna\ngrace\n"
-               "chloe\npenelope\nlayla\nriley\nzoey\nnora\nlily\neleanor\nhannah\nlillian\naddison\naubrey\n"
-               "ellie\nstella\nnatalie\nzoe")
 small_ids = st.lists(st.integers(0, 3), max_size=40)
 
 
@@ -93,12 +90,24 @@ def test_index_is_saved_beside_the_ids_and_reused(tmp_path, monkeypatch):
     assert list(again.sa) == list(first.sa) and again.longest_shared(corpus.ids[40:44]) == (4, 0)
 
 
+def test_the_index_holds_the_training_split_only(tmp_path):
+    """A name only in the validation split is new, and so is the training split's cut tail ("car" of "carol"):
+    the index that `sample --novelty` builds holds the training split, not the whole corpus."""
+    cfg = tiny_config(tmp_path, "ann\nbob\ncarol\nzed\n", data={"val_fraction": 0.39},  # train: "ann\nbob\ncar"
+                      train={"max_steps": 2, "eval_every": 2, "checkpoint_every": 2})
+    run = train(cfg, quiet=True).run_dir
+    model = load(run)
+    index = _novelty_index(run, model.config, model.vocab, None, None)
+    judged = {name: novelty(index, model.vocab, name, "\n", ended_by_stop=True).in_train
+              for name in ("ann", "bob", "car", "carol", "zed")}
+    assert judged == {"ann": True, "bob": True, "car": False, "carol": False, "zed": False}
+
+
 @pytest.fixture(scope="module")
 def names_run(tmp_path_factory):
     """A small model that has half learnt 40 names of names.txt."""
     tmp = tmp_path_factory.mktemp("names")
-    source = SHARED_DATA / "names.txt"
-    names = source.read_text(encoding="utf-8").splitlines()[:40] if source.is_file() else FIRST_NAMES.split("\n")
+    names = (DATA / "names.txt").read_text(encoding="utf-8").splitlines()[:40]
     cfg = tiny_config(tmp, "\n".join(names) + "\n", data={"val_fraction": 0.1},
                       model={"encoding": "embedding", "embedding_dim": 16, "hidden_size": 32},
                       train={"seq_length": 16, "batch_size": 16, "max_steps": 80, "eval_every": 80,

@@ -72,6 +72,20 @@ def test_bad_patience_is_one_line_and_no_run_folder(tmp_path, value):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_resumed_run_stops_at_the_step_an_uncut_run_stops(tmp_path):
+    """The count of evaluations without a better val loss survives a resume: cut one evaluation before the
+    early stop, the resumed run stops one evaluation later, not three."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = train(overfitting_config(tmp_path / "a", patience=3), quiet=True)
+    assert straight.stopped_by == "early_stop"
+    cut = train(overfitting_config(tmp_path / "b", patience=3, max_steps=straight.step - 5), quiet=True)
+    assert cut.stopped_by == "max_steps"
+    assert load_checkpoint(cut.run_dir / "checkpoints" / "last.pt")["evals_since_best"] == 2
+    resumed = train(overfitting_config(tmp_path / "b", patience=3), run_dir=cut.run_dir, resume=True, quiet=True)
+    assert (resumed.stopped_by, resumed.step) == ("early_stop", straight.step)
+
+
 def test_the_patience_count_is_part_of_the_saved_state():
     """A resumed run goes on counting from where it stopped (a checkpoint carries the count and best step)."""
     from charrnn.training.state import TrainState

@@ -32,12 +32,11 @@ import charrnn.training.checkpointing as checkpointing_module
 import charrnn.training.setup as setup_code
 import charrnn.training.trainer as trainer_module
 import charrnn.training.validation as validation_module
-from charrnn.errors import TrainingFailed
+from charrnn.errors import Interrupted, TrainingFailed
 from charrnn.run import status as run_status
 from charrnn.run.checkpoint import load_checkpoint
 from charrnn.tracking import Tracker
 from charrnn.training.loop import train
-from charrnn.training.signals import Interrupted
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. " * 3
 STEPS = 24

@@ -4,6 +4,7 @@ the killed session's; a failed run leaves no half-made folder; all ranks agree t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,12 +21,11 @@ from typer.testing import CliRunner
 
 import charrnn.device as device_module
 from charrnn.cli import app
-from charrnn.errors import TrainingFailed, UserError
+from charrnn.errors import Interrupted, TrainingFailed, UserError
 from charrnn.run import status as run_status
 from charrnn.tracking import Tracker
 from charrnn.training import distributed
 from charrnn.training.loop import train
-from charrnn.training.signals import Interrupted
 
 
 def hparams_status(run_dir: Path) -> str:
@@ -107,6 +107,20 @@ def test_a_live_run_says_running(tmp_path):
     run.mkdir()
     run_status.write(run, "running", 3)
     assert run_status.describe(run) == f"running (pid {os.getpid()})"
+
+
+def test_info_for_a_run_training_on_another_host_says_where_not_killed(tmp_path):
+    """A run folder on a shared disk, training on another machine: its pid means nothing here, so info says
+    where it runs rather than checking (and wrongly burying) a process of this machine's."""
+    run = train(status_config(tmp_path), quiet=True).run_dir
+    record = json.loads((run / "status.json").read_text(encoding="utf-8"))
+    free_pid = max(2**22, int(Path("/proc/sys/kernel/pid_max").read_text()) + 1) if Path("/proc").is_dir() else 2**22
+    record.update(status="running", pid=free_pid, host="gpu-box-7")
+    (run / "status.json").write_text(json.dumps(record), encoding="utf-8")
+    assert info_status(run) == f"running (pid {free_pid} on gpu-box-7)"
+    record["host"] = socket.gethostname()  # the same record from this machine: that pid is no process here
+    (run / "status.json").write_text(json.dumps(record), encoding="utf-8")
+    assert info_status(run).startswith(f"killed: the process (pid {free_pid}) ended")
 
 
 def _event_scalars(run_dir: Path) -> list[tuple[int, float]]:

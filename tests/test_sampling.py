@@ -144,6 +144,17 @@ def test_stop_filter_cuts_at_the_first_stop_string(stop, chunks, expected):
     assert out == expected
 
 
+def test_stop_filter_streams_with_a_lag_of_the_stop_string_less_one():
+    """A character is printed as soon as it can no longer begin the stop string: with a 3-character stop, two
+    characters later (the text streams as it is generated), and nothing is held back without a stop string."""
+    f = StopFilter("xyz")
+    assert [f.feed(c) for c in "abcdxyq"] == ["", "", "a", "b", "c", "d", "x"]
+    assert f.flush() == "yq"
+    f = StopFilter("xyz")
+    assert [f.feed(c) for c in "abxyz"] + [f.feed("more"), f.flush()] == ["", "", "a", "b", "", "", ""]
+    assert [StopFilter(None).feed(c) for c in "ab"] == ["a", "b"]
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     from conftest import tiny_config

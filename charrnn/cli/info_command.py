@@ -33,52 +33,61 @@ def info(
     run = user_path(run)
     state, model, vocab, cfg, _ = load_run(run, checkpoint, "cpu")
     console = Console(highlight=False)
+    console.print(config_table(cfg.to_dict()))
+    preview = " ".join(visible_char(c) for c in vocab.chars[:80]) + (" ..." if len(vocab) > 80 else "")
+    console.print(f"[bold]vocabulary[/] ({len(vocab)} characters)")
+    console.print(Text(preview))
+    console.print(parameters_table(parameter_table(model)))
+    console.print(progress_table(state, cfg.train.max_steps))
+    run_dir = run_folder(run)
+    if (run_dir / run_status.FILENAME).is_file():
+        console.print(Text.assemble(("status ", "bold"), run_status.describe(run_dir)))
+
+
+def config_table(config: dict) -> Table:
+    """One row a config section (top-level settings under "run"), its set values as key=value."""
     sections: dict[str, dict] = {"run": {}}
-    for key, value in cfg.to_dict().items():
+    for key, value in config.items():
         if isinstance(value, dict):
             sections[key] = value
         else:
             sections["run"][key] = value
-    config = Table(title="config", title_justify="left", title_style="bold", show_header=False)
-    config.add_column("section", style="bold")
-    config.add_column("settings")
+    table = Table(title="config", title_justify="left", title_style="bold", show_header=False)
+    table.add_column("section", style="bold")
+    table.add_column("settings")
     for title, values in sections.items():
         settings = Text()
         for key, value in values.items():
             if value is not None:  # unset options (e.g. no time budget) would only add noise
                 settings.append(f"{key}=", style="dim").append(setting_text(value)).append("  ")
-        config.add_row(title, settings)
-    console.print(config)
+        table.add_row(title, settings)
+    return table
 
-    preview = " ".join(visible_char(c) for c in vocab.chars[:80]) + (" ..." if len(vocab) > 80 else "")
-    console.print(f"[bold]vocabulary[/] ({len(vocab)} characters)")
-    console.print(Text(preview))
 
-    params = Table(title="parameters", title_justify="left", title_style="bold")
-    params.add_column("name")
-    params.add_column("shape")
-    params.add_column("count", justify="right")
-    rows = parameter_table(model)
-    for pname, shape, count in rows:
-        params.add_row(pname, str(list(shape)), f"{count:,}")
-    params.add_row("[bold]total[/]", "", f"[bold]{sum(c for _, _, c in rows):,}[/]")
-    console.print(params)
+def parameters_table(rows: list[tuple[str, tuple, int]]) -> Table:
+    table = Table(title="parameters", title_justify="left", title_style="bold")
+    table.add_column("name")
+    table.add_column("shape")
+    table.add_column("count", justify="right")
+    for name, shape, count in rows:
+        table.add_row(name, str(list(shape)), f"{count:,}")
+    table.add_row("[bold]total[/]", "", f"[bold]{sum(c for _, _, c in rows):,}[/]")
+    return table
 
-    progress = Table(title="progress", title_justify="left", title_style="bold")
-    for col in ("steps done", "best val loss", "val loss", "val bpc", "val accuracy", "time"):
-        progress.add_column(col, justify="right")
+
+def progress_table(state: dict, max_steps: int | None) -> Table:
+    table = Table(title="progress", title_justify="left", title_style="bold")
+    for column in ("steps done", "best val loss", "val loss", "val bpc", "val accuracy", "time"):
+        table.add_column(column, justify="right")
     best, last = state.get("best_val"), state.get("val") or {}
-    of = f" / {cfg.train.max_steps}" if cfg.train.max_steps else ""
+    of = f" / {max_steps}" if max_steps else ""
+    table.add_row(f"{state['step']}{of}", _number(best), _number(last.get("loss")), _number(last.get("bpc")),
+                  _number(last.get("accuracy")), f"{state.get('elapsed', 0.0):.1f} s")
+    return table
 
-    def number(value) -> str:
-        return f"{value:.4f}" if isinstance(value, float | int) and math.isfinite(value) else "-"
 
-    progress.add_row(f"{state['step']}{of}", number(best), number(last.get("loss")), number(last.get("bpc")),
-                     number(last.get("accuracy")), f"{state.get('elapsed', 0.0):.1f} s")
-    console.print(progress)
-    run_dir = run_folder(run)
-    if (run_dir / run_status.FILENAME).is_file():
-        console.print(Text.assemble(("status ", "bold"), run_status.describe(run_dir)))
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float | int) and math.isfinite(value) else "-"
 
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0", '"': '\\"', "\\": "\\\\"}

@@ -42,7 +42,7 @@ def inspect_(
     """
     from charrnn.data.corpus import data_paths
     from charrnn.inspection.page import page_data, render_page, summary
-    from charrnn.inspection.recording import describe_model, encode_window, record, shown_length, window
+    from charrnn.inspection.recording import describe_model, record, shown_length
     from charrnn.run.checkpoint import resolve_checkpoint
     from charrnn.safe_files import check_user_output, write_user_file
 
@@ -57,16 +57,7 @@ def inspect_(
     keep = [(p, "the run's corpus") for p in data_paths(cfg)] + ([(file, "the text inspected")] if file else [])
     if out is not None:
         check_user_output(out, overwrite=overwrite, keep=keep)  # refused before the slow part; checked again later
-    notes: list[str] = []
-    if text is not None or file is not None:
-        body = text if text is not None else read_file_option(file, "--file", "pass a file with some text")
-        shown, warmup = encode_window(vocab, body, start, length)
-        source = "--text" if text is not None else str(file)
-    else:
-        ids, source = run_split_ids(run, cfg, vocab, split or "val", "--file FILE", cache=cache, notes=notes,
-                                    recorded=state.get("corpus"))
-        print_notes(notes)
-        shown, warmup = window(ids, start, length)
+    shown, warmup, source = _inspected_window(run, cfg, vocab, state, text, file, split, start, length, cache)
     rec = record(model, shown, warmup)
     shown_text = vocab.decode(shown)
     where = f", characters {start:,} to {start + len(shown):,}" + (" (warmed on the text before)" if len(warmup)
@@ -84,9 +75,29 @@ def inspect_(
     out = write_user_file(out, page, overwrite=overwrite, keep=keep)
     if as_json:
         return
+    _print_written(out, len(page), data, source)
+
+
+def _inspected_window(run, cfg, vocab, state, text, file, split, start, length, cache):
+    """The ids shown, the ids before them that warm the hidden state, and what they were read from."""
+    from charrnn.inspection.recording import encode_window, window
+
+    if text is not None or file is not None:
+        body = text if text is not None else read_file_option(file, "--file", "pass a file with some text")
+        shown, warmup = encode_window(vocab, body, start, length)
+        return shown, warmup, "--text" if text is not None else str(file)
+    notes: list[str] = []
+    ids, source = run_split_ids(run, cfg, vocab, split or "val", "--file FILE", cache=cache, notes=notes,
+                                recorded=state.get("corpus"))
+    print_notes(notes)
+    shown, warmup = window(ids, start, length)
+    return shown, warmup, source
+
+
+def _print_written(out: Path, size: int, data: dict, source: str) -> None:
     console = Console(highlight=False, soft_wrap=True)
     bpc = f"{data['bpc']:.3f} bpc" if data["bpc"] is not None else "no character scored"
-    console.print(f"wrote {out} ({len(page) / 1e6:.2f} MB): mean {bpc} over {data['chars_scored']:,} characters "
+    console.print(f"wrote {out} ({size / 1e6:.2f} MB): mean {bpc} over {data['chars_scored']:,} characters "
                   f"of {source}; open it in a browser", markup=False)
     for prop, units in data["units"].items():
         console.print(f"  {prop:<18} {units[0]['unit']:<9} r = {units[0]['r']:+.2f}", markup=False)

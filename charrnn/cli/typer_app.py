@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from charrnn.errors import ECHO_LIMIT, TrainingFailed, UserError, shorten
+from charrnn.errors import ECHO_LIMIT, Interrupted, TrainingFailed, UserError, shorten
 from charrnn.paths import shown_path
 
 # click's UsageError, whether typer uses click or its own copy of it
@@ -87,8 +87,6 @@ def handles_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from charrnn.training.signals import Interrupted
-
         try:
             return fn(*args, **kwargs)
         except UserError as exc:

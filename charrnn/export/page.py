@@ -6,9 +6,7 @@ smaller than whole floats; the page inflates them with the browser's Decompressi
 from __future__ import annotations
 
 import base64
-import json
 import math
-import re
 import zlib
 from importlib import resources
 
@@ -19,7 +17,7 @@ from charrnn.errors import UserError
 from charrnn.export import wasm
 from charrnn.export.weights import StepWeights, step_weights
 from charrnn.inspection.recording import describe_model
-from charrnn.safe_files import output_stamp
+from charrnn.standalone_page import fill, page_head, script_json
 from charrnn.trained import Model
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -71,18 +69,9 @@ def render_page(model: Model, weights: str = "fp32") -> bytes:
     folder = resources.files("charrnn.export")
     template = (folder / "page.html").read_text(encoding="utf-8")
     script = "\n".join((folder / name).read_text(encoding="utf-8") for name in ("sampler.js", "page.js"))
-    # the stamp in the first lines makes the page charrnn's own: a later --out may replace it (safe_files.py)
-    parts = {"STAMP": output_stamp("export page"), "TITLE": _escape_html(f"charrnn: {model.config.name}"),
-             "MODEL": _script_json(data), "WEIGHTS": blob,
-             "SCRIPT": script}
-    # one pass: what is put in is never searched again (a run may be named __SCRIPT__)
-    return re.sub(r"__(STAMP|TITLE|MODEL|WEIGHTS|SCRIPT)__", lambda m: parts[m.group(1)], template).encode("utf-8")
-
-
-def _script_json(data: dict) -> str:
-    """JSON that stays inside its <script> element whatever the vocabulary holds."""
-    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return blob.replace("</", "<\\/").replace("<!--", "<\\!--")
+    head = page_head(f"charrnn: {model.config.name}", "export page", wasm=True)
+    parts = {"HEAD": head, "MODEL": script_json(data), "WEIGHTS": blob, "SCRIPT": script}
+    return fill(template, parts).encode("utf-8")
 
 
 def _file_name(path: str) -> str:
@@ -93,6 +82,3 @@ def _file_name(path: str) -> str:
 def _finite(value) -> bool:
     return isinstance(value, float | int) and math.isfinite(value)
 
-
-def _escape_html(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")

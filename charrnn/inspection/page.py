@@ -4,7 +4,6 @@ HTML file."""
 from __future__ import annotations
 
 import base64
-import json
 import math
 import zlib
 
@@ -12,7 +11,7 @@ import numpy as np
 
 from charrnn.inspection.recording import Recording, mean_bits
 from charrnn.inspection.units import rank_units, saturation
-from charrnn.safe_files import output_stamp
+from charrnn.standalone_page import fill, page_head, script_json
 from charrnn.vocab import visible_char
 
 
@@ -68,18 +67,10 @@ def render_page(data: dict) -> str:
     """One self-contained HTML page (inline CSS and JS, no network request) showing `page_data`."""
     from charrnn.inspection.template import TEMPLATE
 
-    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    blob = blob.replace("</", "<\\/").replace("<!--", "<\\!--")  # stays inside its <script> element
-    title = f"charrnn inspect: {data.get('run', '')}"
-    page = TEMPLATE.replace("__TITLE__", _escape_html(title)).replace("__DATA__", blob)
-    # The stamp in its first line makes the page charrnn's own: a later --out may replace it (safe_files.py).
-    doctype, rest = page.split("\n", 1)
-    return f"{doctype}\n<!-- {output_stamp('inspect page')} -->\n{rest}"
+    head = page_head(f"charrnn inspect: {data.get('run', '')}", "inspect page", data_images=True)
+    return fill(TEMPLATE, {"HEAD": head, "DATA": script_json(data)})
 
 
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
-
-def _escape_html(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")

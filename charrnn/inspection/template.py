@@ -1,13 +1,7 @@
-"""The HTML page of `charrnn inspect`: inline CSS and JS, no network request; __DATA__ is the page's JSON."""
+"""The HTML page of `charrnn inspect`: inline CSS and JS, no network request; __HEAD__ is
+standalone_page.page_head, __DATA__ the page's JSON."""
 
-TEMPLATE = r"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy"
-      content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
-<title>__TITLE__</title>
+TEMPLATE = r"""__HEAD__
 <style>
   body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; background: #fff; }
   header, nav, section, #main { padding: 6px 16px; }

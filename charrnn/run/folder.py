@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from charrnn.errors import UserError
@@ -19,33 +19,21 @@ from charrnn.safe_files import RUN_MARKER, atomic_write, remove_stale_temporarie
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where everything of one run lives."""
+    """Where everything of one run lives: root / config.yaml, vocab.json, metrics.jsonl, checkpoints/{last,best}.pt."""
 
     root: Path
+    config: Path = field(init=False)
+    vocab: Path = field(init=False)
+    metrics: Path = field(init=False)
+    checkpoints: Path = field(init=False)
+    last: Path = field(init=False)
+    best: Path = field(init=False)
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def vocab(self) -> Path:
-        return self.root / "vocab.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
+    def __post_init__(self) -> None:
+        layout = {"config": "config.yaml", "vocab": "vocab.json", "metrics": "metrics.jsonl",
+                  "checkpoints": "checkpoints", "last": "checkpoints/last.pt", "best": "checkpoints/best.pt"}
+        for name, relative in layout.items():
+            object.__setattr__(self, name, Path(self.root) / relative)
 
     def has_checkpoint(self) -> bool:
         """Whether the run holds a model (last.pt or best.pt): --resume continues it, a plain train refuses it."""

@@ -12,12 +12,12 @@ import signal
 from pathlib import Path
 
 from charrnn.config import Config
+from charrnn.errors import Interrupted
 from charrnn.paths import user_path
 from charrnn.run.lock import hold_run_folder
 from charrnn.training import distributed
 from charrnn.training.resume import finished_reason
 from charrnn.training.setup import setup_trainer
-from charrnn.training.signals import Interrupted
 from charrnn.training.state import RunResult
 
 

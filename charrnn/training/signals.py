@@ -6,19 +6,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
-
-
-class Interrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint."""
-
-    def __init__(self, signum: int, step: int, run_dir: Path):
-        self.signum, self.step, self.run_dir = signum, step, run_dir
-        super().__init__(f"interrupted at step {step}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 
 from charrnn.config import Config, config_yaml
-from charrnn.errors import TrainingFailed
+from charrnn.errors import Interrupted, TrainingFailed
 from charrnn.model import CharRNN
 from charrnn.run import status as run_status
 from charrnn.run.folder import RunPaths, clear_run_dir
@@ -22,7 +22,7 @@ from charrnn.training.checkpointing import Checkpoints
 from charrnn.training.clock import Stopwatch
 from charrnn.training.distributed import DistContext
 from charrnn.training.optimizer import lr_factor
-from charrnn.training.signals import Interrupted, stop_on_signals
+from charrnn.training.signals import stop_on_signals
 from charrnn.training.state import RunResult, StepOutcome, TrainState, rng_state
 from charrnn.training.step import NonFiniteStep, TrainingStep
 from charrnn.training.validation import Validation
