@@ -21,7 +21,7 @@ README = REPO / "README.md"
 DOCS = sorted((REPO / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
 # Pages the README or docs link to that are still being written; drop a page from here once it exists.
-PENDING = {REPO / "docs" / "architecture.md"}
+PENDING: set[Path] = set()
 
 FENCE = re.compile(r"^( *)(```+|~~~+)(.*)$")
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")

@@ -82,6 +82,42 @@ def test_no_import_cycle_counting_imports_inside_functions():
     assert import_cycles(graph) == []
 
 
+# The layers of docs/architecture.md, top first: a module imports only from its own layer or one below.
+LAYERS = [
+    ("entry points", ["charrnn.cli", "charrnn.api", "charrnn.__main__"]),
+    ("training", ["charrnn.training"]),
+    ("a trained run", ["charrnn.trained", "charrnn.inspection", "charrnn.export", "charrnn.novelty"]),
+    ("model work", ["charrnn.sampling", "charrnn.evaluate", "charrnn.stepper", "charrnn.standalone_page"]),
+    ("files", ["charrnn.data", "charrnn.run"]),
+    ("foundations", ["charrnn.model", "charrnn.vocab", "charrnn.config", "charrnn.device", "charrnn.memory",
+                     "charrnn.tracking", "charrnn.console", "charrnn.jupyter"]),
+    ("ground", ["charrnn.errors", "charrnn.paths", "charrnn.safe_files", "charrnn"]),  # charrnn: __version__ only
+]
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the longest prefix that names the module (0 is the top)."""
+    matches = [(len(prefix), i) for i, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
+               if module == prefix or module.startswith(prefix + ".")]
+    assert matches, f"{module} is in no layer: add it to LAYERS and to docs/architecture.md"
+    return max(matches)[1]
+
+
+def test_every_import_goes_to_its_own_layer_or_below():
+    known = modules()
+    upward = [f"{name} ({LAYERS[layer_of(name)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+              for name, path in known.items() for target in imported(name, path.read_text(encoding="utf-8"), known)
+              if layer_of(target) < layer_of(name)]
+    assert upward == []
+
+
+def test_the_drawing_names_every_layer():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    drawing = page.split("```")[1]
+    assert [line.split("  ")[0] for line in drawing.splitlines() if line and not line.startswith(" ")] == \
+        [name for name, _ in LAYERS]
+
+
 def test_the_cycle_finder_finds_a_lazy_cycle():
     # a cycle made only by an import inside a function, as autosize <-> train once was
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
