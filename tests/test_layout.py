@@ -128,6 +128,12 @@ def test_the_cycle_finder_finds_a_lazy_cycle():
     assert imported("charrnn.run.folder", "from ..errors import UserError\n", known) == {"charrnn.errors"}
 
 
+def test_no_module_is_named_after_a_standard_library_module():
+    """charrnn/inspect.py once shadowed the standard library's `inspect` for any script run inside the package."""
+    names = {p.stem for p in PACKAGE.rglob("*.py")} | {p.name for p in PACKAGE.rglob("*") if p.is_dir()}
+    assert sorted(names & set(sys.stdlib_module_names)) == []
+
+
 def rooms_over_size() -> list[str]:
     over = []
     for path in sorted(PACKAGE.rglob("*.py")):
