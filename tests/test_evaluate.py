@@ -54,3 +54,29 @@ def test_metrics_relations():
 def test_max_chars_caps_the_scored_text():
     model = CharRNN(5, ModelConfig(hidden_size=4, num_layers=1))
     assert evaluate(model, np.zeros(500, dtype=np.int64), max_chars=100).chars == 100
+
+
+def test_evaluations_while_training_score_a_sample_and_eval_scores_the_whole_split(tmp_path):
+    """train.eval_max_chars caps what an evaluation during training scores (on a 1 GB corpus the whole split
+    would cost minutes at every evaluation); `charrnn eval` afterwards scores every prediction of the split."""
+    import json
+
+    from conftest import tiny_config
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+    from charrnn.run.checkpoint import load_checkpoint
+    from charrnn.training.loop import train
+    from charrnn.training.validation import EVAL_MIN_CHARS, EVAL_SHARE, eval_char_cap
+
+    text = "".join(np.random.default_rng(0).choice(list("abcdefgh \n"), size=20_000))
+    cfg = tiny_config(tmp_path, text, data={"val_fraction": 0.1},
+                      train={"max_steps": 4, "eval_every": 2, "eval_max_chars": 256})
+    run = train(cfg, quiet=True).run_dir
+    assert 0 < load_checkpoint(run / "checkpoints" / "last.pt")["val"]["chars"] <= 256
+    res = CliRunner().invoke(app, ["eval", str(run), "--checkpoint", "last", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["chars"] == 2_000 - 1
+    # auto, the default: a quarter of what is trained between two evaluations, at least EVAL_MIN_CHARS
+    auto = tiny_config(tmp_path, text, train={"eval_every": 1000, "batch_size": 64, "seq_length": 128})
+    assert eval_char_cap(auto) == max(EVAL_MIN_CHARS, int(EVAL_SHARE * 1000 * 64 * 128)) == 2_048_000
