@@ -22,12 +22,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from data import generate  # noqa: E402  (benchmarks/data.py)
-
 from charrnn.config import load_config  # noqa: E402
 from charrnn.device import describe_cpu  # noqa: E402
 from charrnn.training import validation  # noqa: E402
 from charrnn.training.loop import train  # noqa: E402
+from data import generate  # noqa: E402  (benchmarks/data.py)
 
 
 def main() -> None:
