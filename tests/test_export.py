@@ -244,7 +244,9 @@ def ort():
 
 def onnx_logits_error(ort, run: Path, path: Path, batch: int, state_atol: float = 1e-4) -> float:
     """The largest difference between onnxruntime's logits and the model's over 500 steps of TEXT, for `batch`
-    streams (each TEXT rotated by its row number); the state outputs are checked against nn.RNN's too."""
+    streams (each TEXT rotated by its row number); the state outputs are checked against nn.RNN's too, to
+    state_atol plus 1e-5 of their size (an LSTM's cell state grows to about 100 over 500 characters, where float32
+    rounding over 500 steps alone reaches 1e-4)."""
     m = load(run)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ids = m.vocab.encode(TEXT)
@@ -260,7 +262,7 @@ def onnx_logits_error(ort, run: Path, path: Path, batch: int, state_atol: float 
         worst = max(worst, float(np.abs(logits - want[:, t].numpy()).max()))
     final = hidden if isinstance(hidden, tuple) else (hidden,)
     for got, expected in zip(state.values(), final, strict=True):
-        np.testing.assert_allclose(got, expected.numpy(), atol=state_atol, rtol=0)
+        np.testing.assert_allclose(got, expected.numpy(), atol=state_atol, rtol=1e-5)
     return worst
 
 
