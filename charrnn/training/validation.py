@@ -20,11 +20,13 @@ from charrnn.model import CharRNN
 from charrnn.training.distributed import DistContext
 from charrnn.training.state import TrainState
 
-# train.eval_max_chars: auto scores at least this many characters (all of a smaller split) ...
-EVAL_MIN_CHARS = 200_000
-# ... and at most this share of the characters trained between two evaluations: scoring runs forward only, on
-# larger batches, at several times the training speed, so an evaluation then costs a few percent of the time.
+# train.eval_max_chars: auto scores a quarter of the characters trained between two evaluations (scoring runs
+# forward only, on larger batches, at 3 to 4 times the training speed on a CPU, so evaluations then take 6 to
+# 8% of a run at the default eval_every: docs/scaling.md, benchmarks/eval_share.py) ...
 EVAL_SHARE = 0.25
+# ... but at least this many (all of a smaller split): the loss of 50,000 characters is known to about 0.01
+# nats, and every evaluation scores the same characters, so they compare more finely than that.
+EVAL_MIN_CHARS = 50_000
 
 
 def eval_char_cap(cfg: Config) -> int | None:
