@@ -282,6 +282,44 @@ def test_probe_keeps_within_its_share_of_the_budget(tmp_path, monkeypatch):
     assert result.measured == [Measurement(8, pytest.approx(300.0), 837)]
 
 
+def test_a_longer_budget_times_more_steps_a_width_within_its_part_of_the_share(tmp_path, monkeypatch):
+    """Six timed steps are few where a stall can slow two of them; a budget that leaves time for more takes more,
+    up to the width's even part of the probe's share, and the median of all of them gives the speed."""
+    cfg = auto_config(tmp_path)
+    ids, vocab_size = corpus_of(cfg)
+    slow = {12: [3, 4, 5]}  # width 12: three of its timed steps (counted after the warm-up) stall at 5x
+    calls: dict[int, int] = {}
+
+    def seconds(width):
+        calls[width] = calls.get(width, 0) + 1
+        timed = calls[width] - autosize.WARMUP_STEPS
+        return width / 1000 * (5 if timed in slow.get(width, []) else 1)
+
+    vm = VirtualMachine(monkeypatch, seconds)
+    monkeypatch.setattr(autosize, "TARGET_CHARS_PER_PARAM", 0.0)
+    monkeypatch.setattr(autosize, "_loop_overhead", lambda *args: 0.0)
+    # 320 s: a 16 s share, 1 s a width: width 8 (8 ms a step) takes all 32 timed steps; so does 12 (12 ms), and
+    # its three stalls do not move the median
+    result = autosize.probe(cfg, ids, vocab_size, torch.device("cpu"), "fp32", 320.0, candidates=(8, 12))
+    assert vm.steps == [8] * (autosize.WARMUP_STEPS + autosize.MAX_TIMED_STEPS) \
+        + [12] * (autosize.WARMUP_STEPS + autosize.MAX_TIMED_STEPS)
+    assert {m.width: m.chars_per_sec for m in result.measured} == pytest.approx({8: 3000.0, 12: 2000.0})
+    # 6.4 s: 0.02 s a width, less than six steps of either: six timed steps each, and the stalls (three of six)
+    # now move the median of 12's
+    calls.clear()
+    vm.now, vm.steps = 0.0, []
+    result = autosize.probe(cfg, ids, vocab_size, torch.device("cpu"), "fp32", 6.4, candidates=(8, 12))
+    steps = autosize.WARMUP_STEPS + autosize.TIMED_STEPS
+    assert vm.steps == [8] * steps + [12] * steps
+    assert {m.width: m.chars_per_sec for m in result.measured}[12] == pytest.approx(2000.0 / 3)
+    # 64 s, no stalls: 0.2 s a width: width 12 times steps while they add up to at most that (16 of 12 ms: 192 ms)
+    calls.clear()
+    slow.clear()
+    vm.now, vm.steps = 0.0, []
+    autosize.probe(cfg, ids, vocab_size, torch.device("cpu"), "fp32", 64.0, candidates=(12,))
+    assert vm.steps == [12] * (autosize.WARMUP_STEPS + 16)
+
+
 def test_resolve_auto_fills_every_auto_and_says_why(tmp_path, monkeypatch):
     cfg = auto_config(tmp_path)
     ids, vocab_size = corpus_of(cfg)
@@ -291,9 +329,11 @@ def test_resolve_auto_fills_every_auto_and_says_why(tmp_path, monkeypatch):
                        candidates=(8, 12, 16, 24, 32))
     m, t = res.cfg.model, res.cfg.train
     assert (m.hidden_size, m.embedding_dim, m.dropout, t.lr) == (12, 12, 0.0, 0.01)
-    assert res.seconds == pytest.approx(0.288)
+    # 1000 s: each width's part of the 50 s share is 3.1 s, so every width is timed for MAX_TIMED_STEPS steps
+    steps = autosize.WARMUP_STEPS + autosize.MAX_TIMED_STEPS
+    assert res.seconds == pytest.approx(steps * (8 + 12 + 16) / 1000)
     assert res.message == ("auto: hidden_size=12, dropout=0, lr=0.01 (≈2k chars/s here, ≈580 chars in the budget, "
-                           "0.35 chars/parameter, 1.7 passes over the training text; probed 3 widths in 0.3 s)")
+                           "0.35 chars/parameter, 1.7 passes over the training text; probed 3 widths in 1.2 s)")
     explicit = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=256))
     no_budget = dataclasses.replace(explicit, train=dataclasses.replace(explicit.train, time_budget=None))
     res = resolve_auto(no_budget, ids, vocab_size, torch.device("cpu"), "fp32", step_limit=24)

@@ -40,7 +40,11 @@ CANDIDATE_WIDTHS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 76
 TARGET_CHARS_PER_PARAM = 5.0
 PROBE_SHARE = 0.05  # probing may take at most this fraction of the time budget
 WARMUP_STEPS = 2  # untimed: the first steps of a new shape build kernels (oneDNN primitives, cuDNN plans)
-TIMED_STEPS = 6  # per width; the median step time gives its speed
+TIMED_STEPS = 6  # per width at least; the median step time gives its speed
+# ... and more, up to this many, while the width's timed steps take less than its even part of the probe's share
+# (the share over len(CANDIDATE_WIDTHS)): a 600 s budget times 30-odd steps a width where a 100 s one times 6 to
+# 15, so a long run's speed is not read off a few steps that a passing stall slowed.
+MAX_TIMED_STEPS = 32
 EVAL_PROBE_CHARS = 4096  # an evaluation of this many characters, timed, gives a width's scoring speed
 SAMPLE_PROBE_CHARS = 16  # characters stepped one at a time, timed, give its sampling speed
 
@@ -94,7 +98,7 @@ def _interpolate(anchors: Sequence[tuple[int, float]], width: int) -> float:
 
 def dropout_for(width: int, passes: float | None = None) -> float:
     """The dropout for this width (0 at 192 and below, 0.2 from 384) and, where known, this many passes over the
-    training text (0 up to 4, 0.2 at 10, 0.3 from 20): the larger of the two."""
+    training text (0 up to 4, 0.2 at 8, 0.3 from 16): the larger of the two."""
     by_passes = _interpolate(DROPOUT_BY_PASSES, passes) if passes is not None else 0.0
     return round(max(_interpolate(DROPOUT_BY_WIDTH, width), by_passes), 2)
 
@@ -150,12 +154,13 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
     (evaluations of eval_chars characters, checkpoints, samples) is timed once per width and spread over its
     steps. RNG states are restored, so the run trains as if no probe had happened."""
     dist = dist or DistContext()
-    timer = _Timer(clock, PROBE_SHARE * seconds)
+    widths = sorted(CANDIDATE_WIDTHS if candidates is None else candidates)
+    timer = _Timer(clock, PROBE_SHARE * seconds, PROBE_SHARE * seconds / len(CANDIDATE_WIDTHS))
     measured: list[Measurement] = []
     last_step_s, last_params = 0.0, 0
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        for width in sorted(CANDIDATE_WIDTHS if candidates is None else candidates):
+        for width in widths:
             wcfg = with_width(cfg, width)
             model = CharRNN(vocab_size, wcfg.model).to(device)
             params = sum(p.numel() for p in model.parameters())
@@ -189,10 +194,11 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
 
 class _Timer:
     """The probe's clock and its share of the budget, counted from after the first training step (which also
-    sets up kernels and thread pools: the run would pay for that anyway)."""
+    sets up kernels and thread pools: the run would pay for that anyway); per_width_s: how long a width's timed
+    steps may go on past TIMED_STEPS."""
 
-    def __init__(self, clock: Callable[[], float], share_s: float):
-        self.clock, self.share_s, self.start = clock, share_s, clock()
+    def __init__(self, clock: Callable[[], float], share_s: float, per_width_s: float = 0.0):
+        self.clock, self.share_s, self.per_width_s, self.start = clock, share_s, per_width_s, clock()
         self.deadline, self.steps = math.inf, 0
 
     def would_pass(self, seconds: float) -> bool:
@@ -206,13 +212,18 @@ class _Timer:
 
 def _time_steps(model: CharRNN, step: TrainingStep, cfg: Config, train_ids: np.ndarray, dist: DistContext,
                 timer: _Timer) -> tuple[list[float], bool]:
-    """The seconds of each timed step of one width (after WARMUP_STEPS), and whether the probe ran out of time
-    (the ranks agree on it before every step, so they all take the same steps)."""
+    """The seconds of each timed step of one width (after WARMUP_STEPS): TIMED_STEPS, then more while they take
+    less than the width's part of the share (and one more fits in it); and whether the probe ran out of time. The
+    ranks agree before every step, so they all take the same steps."""
     t = cfg.train
     batcher = make_batcher(t.batching, train_ids, t.batch_size, t.seq_length, cfg.seed, dist.rank, dist.world_size)
     model.train()
     hidden, times = None, []
-    for i in range(WARMUP_STEPS + TIMED_STEPS):
+    for i in range(WARMUP_STEPS + MAX_TIMED_STEPS):
+        if i >= WARMUP_STEPS + TIMED_STEPS:  # enough to go on: more only where every rank has time for them
+            median = statistics.median(times)
+            if dist.any_rank(sum(times) + median > timer.per_width_s or timer.would_pass(2 * median)):
+                break
         if dist.any_rank(timer.would_pass(0.0)):
             return times, True
         began = timer.clock()
