@@ -140,6 +140,21 @@ def test_python_dash_m_charrnn_is_the_cli():
     assert result.returncode == 0 and "train" in result.stdout
 
 
+def test_a_refusal_on_rank_0_ends_every_rank_at_once(tmp_path):
+    """Rank 0 alone checks the run folder; when it refuses (the folder already holds a run), the other ranks must
+    hear of it and exit with the same line, not wait in the next collective until its 30-minute timeout."""
+    config = write_config(tmp_path)
+    single_process(config, tmp_path / "ddp")  # a finished run: a plain train into it is refused
+    job = torchrun_job("--config", str(config), "--run-dir", str(tmp_path / "ddp"))
+    started = time.monotonic()
+    result = run_job(*job, timeout=120)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 60
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert lines and all(line == lines[0] for line in lines) and "already holds a run" in lines[0], lines
+    assert "charrnn/" not in result.stderr
+
+
 def test_a_diverging_torchrun_run_ends_on_every_rank_with_one_line(tmp_path):
     """A learning rate that blows up: all ranks stop at the same step (they agree through the per-step
     all-reduce), the job exits 1 within seconds, and charrnn says so once (rank 0), in one line."""

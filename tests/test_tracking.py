@@ -93,6 +93,21 @@ def test_histograms_are_off_by_default_and_every_n_evals_when_asked(embedding_ru
         assert [e.step for e in acc.Histograms(tag)] == [20, 40]  # evals at 10, 20, 30, 40: every second one
 
 
+@pytest.mark.parametrize("tensorboard", [True, False])
+def test_samples_are_generated_only_where_tensorboard_keeps_them(make_config, monkeypatch, tensorboard):
+    """A sample costs sample_length steps of the model one character at a time; with TensorBoard off it has
+    nowhere to go, so none is drawn (they were drawn and thrown away)."""
+    from charrnn.training import trainer
+
+    drawn = []
+    real = trainer.sample_text
+    monkeypatch.setattr(trainer, "sample_text", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    cfg = make_config(TEXT, train={"max_steps": 20}, log={"tensorboard": tensorboard, "sample_every": 5,
+                                                          "sample_length": 8})
+    train(cfg, quiet=True)
+    assert len(drawn) == (4 if tensorboard else 0)  # steps 5, 10, 15, 20
+
+
 def test_visible_char_labels_whitespace_and_control_characters():
     chars = ["\n", " ", "\t", "\r", "\x00", "\u200b", "\u3000", "a", "é", "\\", "n"]
     labels = [visible_char(c) for c in chars]
