@@ -42,8 +42,8 @@ PROBE_SHARE = 0.05  # probing may take at most this fraction of the time budget
 WARMUP_STEPS = 2  # untimed: the first steps of a new shape build kernels (oneDNN primitives, cuDNN plans)
 TIMED_STEPS = 6  # per width at least; the median step time gives its speed
 # ... and more, up to this many, while the width's timed steps take less than its even part of the probe's share
-# (the share over len(CANDIDATE_WIDTHS)): a 600 s budget times 30-odd steps a width where a 100 s one times 6 to
-# 15, so a long run's speed is not read off a few steps that a passing stall slowed.
+# (the share over len(CANDIDATE_WIDTHS): 0.3 s a width at 100 s, 1.9 s at 600 s), so a long run's speed is not
+# read off a few steps that a passing stall slowed.
 MAX_TIMED_STEPS = 32
 EVAL_PROBE_CHARS = 4096  # an evaluation of this many characters, timed, gives a width's scoring speed
 SAMPLE_PROBE_CHARS = 16  # characters stepped one at a time, timed, give its sampling speed
@@ -154,13 +154,12 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
     (evaluations of eval_chars characters, checkpoints, samples) is timed once per width and spread over its
     steps. RNG states are restored, so the run trains as if no probe had happened."""
     dist = dist or DistContext()
-    widths = sorted(CANDIDATE_WIDTHS if candidates is None else candidates)
-    timer = _Timer(clock, PROBE_SHARE * seconds, PROBE_SHARE * seconds / len(CANDIDATE_WIDTHS))
+    timer = _Timer(clock, PROBE_SHARE * seconds)
     measured: list[Measurement] = []
     last_step_s, last_params = 0.0, 0
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        for width in widths:
+        for width in sorted(CANDIDATE_WIDTHS if candidates is None else candidates):
             wcfg = with_width(cfg, width)
             model = CharRNN(vocab_size, wcfg.model).to(device)
             params = sum(p.numel() for p in model.parameters())
@@ -194,11 +193,12 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
 
 class _Timer:
     """The probe's clock and its share of the budget, counted from after the first training step (which also
-    sets up kernels and thread pools: the run would pay for that anyway); per_width_s: how long a width's timed
-    steps may go on past TIMED_STEPS."""
+    sets up kernels and thread pools: the run would pay for that anyway); per_width_s: each candidate width's even
+    part of it, how long its timed steps may go on past TIMED_STEPS."""
 
-    def __init__(self, clock: Callable[[], float], share_s: float, per_width_s: float = 0.0):
-        self.clock, self.share_s, self.per_width_s, self.start = clock, share_s, per_width_s, clock()
+    def __init__(self, clock: Callable[[], float], share_s: float):
+        self.clock, self.share_s, self.start = clock, share_s, clock()
+        self.per_width_s = share_s / len(CANDIDATE_WIDTHS)
         self.deadline, self.steps = math.inf, 0
 
     def would_pass(self, seconds: float) -> bool:
@@ -220,12 +220,13 @@ def _time_steps(model: CharRNN, step: TrainingStep, cfg: Config, train_ids: np.n
     model.train()
     hidden, times = None, []
     for i in range(WARMUP_STEPS + MAX_TIMED_STEPS):
-        if i >= WARMUP_STEPS + TIMED_STEPS:  # enough to go on: more only where every rank has time for them
+        if i < WARMUP_STEPS + TIMED_STEPS:
+            if dist.any_rank(timer.would_pass(0.0)):
+                return times, True
+        else:  # enough to go on: more only where every rank has time for them (one agreement a step, as above)
             median = statistics.median(times)
             if dist.any_rank(sum(times) + median > timer.per_width_s or timer.would_pass(2 * median)):
                 break
-        if dist.any_rank(timer.would_pass(0.0)):
-            return times, True
         began = timer.clock()
         hidden = _train_step(model, step, batcher, hidden, t.lr)
         timer.stepped()
