@@ -40,7 +40,7 @@ CANDIDATE_WIDTHS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 76
 TARGET_CHARS_PER_PARAM = 5.0
 PROBE_SHARE = 0.05  # probing may take at most this fraction of the time budget
 WARMUP_STEPS = 2  # untimed: the first steps of a new shape build kernels (oneDNN primitives, cuDNN plans)
-TIMED_STEPS = 6  # per width at least; the median step time gives its speed
+TIMED_STEPS = 6  # per width at least; their typical time (typical_step) gives its speed
 # ... and more, up to this many, while the width's timed steps take less than its even part of the probe's share
 # (the share over len(CANDIDATE_WIDTHS): 0.3 s a width at 100 s, 1.9 s at 600 s), so a long run's speed is not
 # read off a few steps that a passing stall slowed.
@@ -160,7 +160,7 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         for width in sorted(CANDIDATE_WIDTHS if candidates is None else candidates):
-            wcfg = with_width(cfg, width)
+            wcfg = _as_if_picked(cfg, width, vocab_size, len(train_ids), char_limit)
             model = CharRNN(vocab_size, wcfg.model).to(device)
             params = sum(p.numel() for p in model.parameters())
             # A width whose probe would overrun the share of the budget is not tried (its steps cost about
@@ -171,12 +171,12 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
             if not out_of_time:
                 step, _ = build_step(wcfg, model, precision, dist, compile=False)
                 times, out_of_time = _time_steps(model, step, wcfg, train_ids, dist, timer)
-            speed = cfg.train.batch_size // dist.world_size * cfg.train.seq_length / statistics.median(times) \
+            speed = cfg.train.batch_size // dist.world_size * cfg.train.seq_length / typical_step(times) \
                 if times else 0.0
             # Every rank takes the slowest rank's speed and stops when any rank stops: all choose alike.
             minus_slowest, stop = dist.max_over_ranks(-speed, float(out_of_time))
             if minus_slowest < 0:
-                step_s = statistics.median(times)
+                step_s = typical_step(times)
                 overhead = _loop_overhead(wcfg, model, step.optimizer, train_ids, eval_chars, clock)
                 (overhead,) = dist.max_over_ranks(overhead)
                 effective = -minus_slowest * dist.world_size * step_s / (step_s + overhead)
@@ -189,6 +189,34 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
                 break
     (elapsed,) = dist.max_over_ranks(clock() - timer.start)
     return ProbeResult(measured, elapsed, timer.steps)
+
+
+def typical_step(times: Sequence[float]) -> float:
+    """The seconds a step takes on average, a stall left out: the mean of the steps under twice the median. The run's
+    speed is a mean over thousands of steps, jitter included (the mean is 4-5% over the median on a 2-core Xeon);
+    a step that a passing stall slowed to several times the others is not what the run will see."""
+    usual = [t for t in times if t <= 2 * statistics.median(times)]
+    return statistics.fmean(usual)
+
+
+def passes_if_picked(params: int, train_chars: int, char_limit: float | None = None) -> float:
+    """The passes over the training text of a width that `choose` picks at the boundary: it trains about
+    TARGET_CHARS_PER_PARAM characters per parameter (or char_limit, where max_steps/max_epochs stop it first).
+    The probe times each width with the dropout these passes give, since dropout costs time (a 2x128-192 LSTM
+    steps 15-25% slower with it on a 2-core Xeon): that is the dropout the pick trains with wherever the speed
+    decides between it and the next wider width. A pick that passes over the text more often, and so gets dropout
+    where it was timed without, is timed again (resolve_auto)."""
+    chars = TARGET_CHARS_PER_PARAM * params
+    return (min(chars, char_limit) if char_limit is not None else chars) / train_chars
+
+
+def _as_if_picked(cfg: Config, width: int, vocab_size: int, train_chars: int, char_limit: float | None) -> Config:
+    """The config a width is timed with: the dropout it would train with if `choose` picked it."""
+    if not is_auto(cfg.model.dropout):
+        return with_width(cfg, width)
+    with torch.device("meta"):  # the parameter count without allocating them
+        params = sum(p.numel() for p in CharRNN(vocab_size, with_width(cfg, width).model).parameters())
+    return with_width(cfg, width, passes_if_picked(params, train_chars, char_limit))
 
 
 class _Timer:
@@ -307,19 +335,27 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
                 "train.time_budget, stop what else is running (or set train.threads), or set the auto values in the "
                 "config")
         return Resolution(with_width(cfg, width), note, result.seconds)
-    pick = choose(result.measured, budget - result.seconds, char_limit)
+    seconds = result.seconds
+    pick = choose(result.measured, budget - seconds, char_limit)
+    resolved = with_width(cfg, pick.width, pick.chars / len(train_ids))
+    timed = _as_if_picked(cfg, pick.width, vocab_size, len(train_ids), char_limit).model.dropout
+    if (timed > 0) != (resolved.model.dropout > 0):  # it passes over the text more often than a pick at the target:
+        again = probe(resolved, train_ids, vocab_size, device, precision, budget, char_limit=char_limit, dist=dist,
+                      candidates=[pick.width], eval_chars=eval_chars)  # its speed with the dropout it trains with
+        seconds += again.seconds
+        if again.measured:
+            pick = choose(again.measured, budget - seconds, char_limit)
     passes = pick.chars / len(train_ids)
-    resolved = with_width(cfg, pick.width, passes)
     reason = (f"≈{_about(pick.chars_per_sec)} chars/s here, ≈{_about(pick.chars)} chars in the budget, "
               f"{_about(pick.chars_per_param)} chars/parameter, {_about(passes)} passes over the training text; "
               f"probed {len(result.measured)} width{'s' if len(result.measured) != 1 else ''} "
-              f"in {result.seconds:.1f} s")
+              f"in {seconds:.1f} s")
     followers = _followers(cfg, resolved)
     if is_auto(m.hidden_size):
         message = f"auto: hidden_size={pick.width}{', ' + followers if followers else ''} ({reason})"
     else:
         message = f"auto: {followers} for hidden_size={m.hidden_size} ({reason})"
-    return Resolution(resolved, message, result.seconds, pick.chars_per_sec)
+    return Resolution(resolved, message, seconds, pick.chars_per_sec)
 
 
 def _auto_name(cfg: Config) -> str:
