@@ -6,7 +6,7 @@ twice as fast. So before training, `probe` times a few real training steps of ea
 model, batches, optimizer, precision and threads) and `choose` takes the widest width with which the run
 still sees enough characters per parameter. `resolve_auto` does both and fills in every `auto` of the config.
 
-The rule and its numbers, measured on tinyshakespeare (README, "Choosing the width"): the best width of a
+The rule and its numbers, measured on tinyshakespeare (docs/choosing-the-width.md): the best width of a
 budget is the one at which the run sees about 5 to 10 characters per parameter; 20 or more overfits, 2 or fewer
 underfits. "The widest width with at least 5 characters per parameter" picks the measured best in every case
 (100 s on AVX2 fp32 at 2 threads, on AMX bf16 at 1 and 2 threads; 600 s on both), and a faster machine or a
@@ -36,7 +36,7 @@ from charrnn.training.step import NonFiniteStep, TrainingStep, build_step
 # Widths tried, narrowest first; probing stops at the first that falls short of the target (a wider one is
 # never faster), so a CPU probes a handful and a GPU goes on to the wide ones.
 CANDIDATE_WIDTHS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024, 1536, 2048)
-# Characters the run sees per parameter: the measured best runs saw 5 to 10 (README, "Choosing the width").
+# Characters the run sees per parameter: the measured best runs saw 5 to 10 (docs/choosing-the-width.md).
 TARGET_CHARS_PER_PARAM = 5.0
 PROBE_SHARE = 0.05  # probing may take at most this fraction of the time budget
 WARMUP_STEPS = 2  # untimed: the first steps of a new shape build kernels (oneDNN primitives, cuDNN plans)
