@@ -29,6 +29,7 @@ import torch
 from charrnn.config import Config, is_auto
 from charrnn.data.batches import make_batcher
 from charrnn.evaluate import evaluate
+from charrnn.memory import parameter_count
 from charrnn.model import CharRNN
 from charrnn.training.distributed import DistContext
 from charrnn.training.step import NonFiniteStep, TrainingStep, build_step
@@ -160,9 +161,10 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         for width in sorted(CANDIDATE_WIDTHS if candidates is None else candidates):
-            wcfg = _as_if_picked(cfg, width, vocab_size, len(train_ids), char_limit)
+            # Timed with the dropout it would train with if picked (see passes_if_picked).
+            params = parameter_count(vocab_size, with_width(cfg, width).model)
+            wcfg = with_width(cfg, width, passes_if_picked(params, len(train_ids), char_limit))
             model = CharRNN(vocab_size, wcfg.model).to(device)
-            params = sum(p.numel() for p in model.parameters())
             # A width whose probe would overrun the share of the budget is not tried (its steps cost about
             # the parameter ratio times the last width's); one that overruns it midway counts if it was timed.
             expected = (WARMUP_STEPS + TIMED_STEPS + 1) * last_step_s * params / max(last_params, 1)
@@ -208,15 +210,6 @@ def passes_if_picked(params: int, train_chars: int, char_limit: float | None = N
     where it was timed without, is timed again (resolve_auto)."""
     chars = TARGET_CHARS_PER_PARAM * params
     return (min(chars, char_limit) if char_limit is not None else chars) / train_chars
-
-
-def _as_if_picked(cfg: Config, width: int, vocab_size: int, train_chars: int, char_limit: float | None) -> Config:
-    """The config a width is timed with: the dropout it would train with if `choose` picked it."""
-    if not is_auto(cfg.model.dropout):
-        return with_width(cfg, width)
-    with torch.device("meta"):  # the parameter count without allocating them
-        params = sum(p.numel() for p in CharRNN(vocab_size, with_width(cfg, width).model).parameters())
-    return with_width(cfg, width, passes_if_picked(params, train_chars, char_limit))
 
 
 class _Timer:
@@ -338,7 +331,8 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
     seconds = result.seconds
     pick = choose(result.measured, budget - seconds, char_limit)
     resolved = with_width(cfg, pick.width, pick.chars / len(train_ids))
-    timed = _as_if_picked(cfg, pick.width, vocab_size, len(train_ids), char_limit).model.dropout
+    params = next(x.params for x in result.measured if x.width == pick.width)
+    timed = with_width(cfg, pick.width, passes_if_picked(params, len(train_ids), char_limit)).model.dropout
     if (timed > 0) != (resolved.model.dropout > 0):  # it passes over the text more often than a pick at the target:
         again = probe(resolved, train_ids, vocab_size, device, precision, budget, char_limit=char_limit, dist=dist,
                       candidates=[pick.width], eval_chars=eval_chars)  # its speed with the dropout it trains with
