@@ -11,9 +11,9 @@ picks or a fixed one (--widths auto 64 128 192 256: the same recipe, dropout and
 prints one row: steps, passes over the training text, chars/s, the best and the last evaluation (and the step of
 each), the final training loss, and `charrnn eval RUN` on the whole validation split (the default checkpoint).
 Rows are appended to --out as JSON lines as well. One run says little at 0.02: with the seed fixed, a run of
-names.txt at 30 s moves by 0.03-0.04 when its dropout moves from 0.22 to 0.23 (another mask stream), as much as a
-different seed. --seeds S1 S2 ... runs every row once with each seed, interleaved (width after width, then the next
-seed), and ends with each width's mean and range.
+names.txt at 30 s moves by 0.015 to 0.04 when its dropout moves from 0.22 to 0.23 (another mask stream), as much
+as a different seed. --seeds S1 S2 ... runs every row once with each seed, interleaved (width after width, then
+the next seed), and ends with each width's mean and range.
 
     python benchmarks/corpus_sizes.py --corpora names python-300k shakespeare --budget 100 --widths auto 64 128 192 256
     python benchmarks/corpus_sizes.py --corpora names --budget 30 --widths auto 128 192 256 --seeds 1 2 3
