@@ -4,7 +4,8 @@ A time budget means "the best model this machine can train in this time", and th
 on the speed: a 2x160 LSTM wins 100 s on a 2-core AVX2 CPU and overfits on a CPU with AMX bf16, which trains it
 twice as fast. So before training, `probe` times a few real training steps of each candidate width (the run's
 model, batches, optimizer, precision and threads) and `choose` takes the widest width with which the run
-still sees enough characters per parameter. `resolve_auto` does both and fills in every `auto` of the config.
+still sees enough characters per parameter, and no more parameters than the training text can hold (a small text
+learnt by heart). `resolve_auto` does both and fills in every `auto` of the config.
 
 The rule and its numbers, measured on tinyshakespeare (docs/choosing-the-width.md): the best width of a
 budget is the one at which the run sees about 5 to 10 characters per parameter; 20 or more overfits, 2 or fewer
@@ -39,6 +40,11 @@ from charrnn.training.step import NonFiniteStep, TrainingStep, build_step
 CANDIDATE_WIDTHS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024, 1536, 2048)
 # Characters the run sees per parameter: the measured best runs saw 5 to 10 (docs/choosing-the-width.md).
 TARGET_CHARS_PER_PARAM = 5.0
+# ... and no more parameters than this many per character of the training text, however many characters the
+# budget buys: a small text is learnt by heart whatever the dropout. Measured at 100 s (docs/choosing-the-width.md):
+# on 300 KB of Python 2x192 (2.3 parameters per training character) was best and 2x224 (3.1) and 2x256 (4.0)
+# scored 0.06 worse; on 100 KB of Shakespeare 2x224 (9.2) scored 0.02 worse than 2x128 (3.0).
+MAX_PARAMS_PER_TRAIN_CHAR = 3.0
 PROBE_SHARE = 0.05  # probing may take at most this fraction of the time budget
 WARMUP_STEPS = 2  # untimed: the first steps of a new shape build kernels (oneDNN primitives, cuDNN plans)
 TIMED_STEPS = 6  # per width at least; their typical time (typical_step) gives its speed
@@ -117,9 +123,10 @@ def predicted_chars(m: Measurement, seconds: float, char_limit: float | None = N
 
 
 def choose(measured: Sequence[Measurement], seconds: float, char_limit: float | None = None,
-           target: float | None = None) -> Choice:
-    """The widest measured width at which the run sees at least `target` characters per parameter (the
-    narrowest when none does). Pure: more speed at any width, or more seconds, never picks a smaller width."""
+           target: float | None = None, max_params: float | None = None) -> Choice:
+    """The widest measured width with at most `max_params` parameters at which the run sees at least `target`
+    characters per parameter (the narrowest when none does). Pure: more speed at any width, or more seconds,
+    never picks a smaller width."""
     if not measured:
         raise ValueError("choose needs at least one measured width")
     target = TARGET_CHARS_PER_PARAM if target is None else target
@@ -129,8 +136,14 @@ def choose(measured: Sequence[Measurement], seconds: float, char_limit: float | 
         return predicted_chars(m, seconds, char_limit) / m.params
 
     enough = [m for m in ordered if per_param(m) >= target]
-    pick = enough[-1] if enough else ordered[0]
+    fits = [m for m in enough if max_params is None or m.params <= max_params]
+    pick = fits[-1] if fits else ordered[0]
     return Choice(pick.width, pick.chars_per_sec, predicted_chars(pick, seconds, char_limit), per_param(pick))
+
+
+def max_params_for(train_chars: int) -> float:
+    """The most parameters a model of this training text may have (MAX_PARAMS_PER_TRAIN_CHAR per character)."""
+    return MAX_PARAMS_PER_TRAIN_CHAR * train_chars
 
 
 def with_width(cfg: Config, width: int, passes: float | None = None) -> Config:
@@ -147,11 +160,12 @@ def with_width(cfg: Config, width: int, passes: float | None = None) -> Config:
 
 def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.device, precision: str,
           seconds: float, *, char_limit: float | None = None, dist: DistContext | None = None,
-          candidates: Sequence[int] | None = None, eval_chars: int = 0,
+          candidates: Sequence[int] | None = None, eval_chars: int = 0, max_params: float | None = None,
           clock: Callable[[], float] = time.perf_counter) -> ProbeResult:
     """Time the run's own training step (training/step.py: DDP's all-reduce and the per-step sync included) for
-    each candidate width on the run's batches, narrowest first, until a width falls short of the target or
-    PROBE_SHARE of `seconds` is spent (after the first step); then what the loop does besides training steps
+    each candidate width on the run's batches, narrowest first, until a width falls short of the target, the next
+    has more than `max_params` parameters (the narrowest is timed whatever its size) or PROBE_SHARE of `seconds`
+    is spent (after the first step); then what the loop does besides training steps
     (evaluations of eval_chars characters, checkpoints, samples) is timed once per width and spread over its
     steps. RNG states are restored, so the run trains as if no probe had happened."""
     dist = dist or DistContext()
@@ -163,6 +177,8 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
         for width in sorted(CANDIDATE_WIDTHS if candidates is None else candidates):
             # Timed with the dropout it would train with if picked (see passes_if_picked).
             params = parameter_count(vocab_size, with_width(cfg, width).model)
+            if measured and max_params is not None and params > max_params:
+                break  # too many parameters for this text, and so is every wider width
             wcfg = with_width(cfg, width, passes_if_picked(params, len(train_ids), char_limit))
             model = CharRNN(vocab_size, wcfg.model).to(device)
             # A width whose probe would overrun the share of the budget is not tried (its steps cost about
@@ -318,8 +334,9 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
             resolved = with_width(cfg, m.hidden_size, passes)
             return Resolution(resolved, f"auto: {_followers(cfg, resolved)} for hidden_size={m.hidden_size}", 0.0)
     budget = float(t.time_budget)  # the config refuses hidden_size: auto without one
+    max_params = max_params_for(len(train_ids)) if is_auto(m.hidden_size) else None
     result = probe(cfg, train_ids, vocab_size, device, precision, budget, char_limit=char_limit, dist=dist,
-                   candidates=candidates, eval_chars=eval_chars)
+                   candidates=candidates, eval_chars=eval_chars, max_params=max_params)
     if not result.measured:  # not one width could be timed within the share of the budget: the narrowest it is
         width = min(CANDIDATE_WIDTHS if candidates is None else candidates)
         note = (f"note: {_auto_name(cfg)} could not time even {width} wide in {PROBE_SHARE:.0%} of the {budget:g} s "
@@ -329,7 +346,8 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
                 "config")
         return Resolution(with_width(cfg, width), note, result.seconds)
     seconds = result.seconds
-    pick = choose(result.measured, budget - seconds, char_limit)
+    pick = choose(result.measured, budget - seconds, char_limit, max_params=max_params)
+    capped = max_params is not None and _next_is_too_big(pick.width, cfg, vocab_size, max_params, candidates)
     resolved = with_width(cfg, pick.width, pick.chars / len(train_ids))
     params = next(x.params for x in result.measured if x.width == pick.width)
     timed = with_width(cfg, pick.width, passes_if_picked(params, len(train_ids), char_limit)).model.dropout
@@ -340,9 +358,11 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
         if again.measured:
             pick = choose(again.measured, budget - seconds, char_limit)
     passes = pick.chars / len(train_ids)
+    size = (f"at most {_about(max_params)} parameters for {_about(len(train_ids))} chars of training text; "
+            if capped and pick.chars_per_param >= TARGET_CHARS_PER_PARAM else "")
     reason = (f"≈{_about(pick.chars_per_sec)} chars/s here, ≈{_about(pick.chars)} chars in the budget, "
               f"{_about(pick.chars_per_param)} chars/parameter, {_about(passes)} passes over the training text; "
-              f"probed {len(result.measured)} width{'s' if len(result.measured) != 1 else ''} "
+              f"{size}probed {len(result.measured)} width{'s' if len(result.measured) != 1 else ''} "
               f"in {seconds:.1f} s")
     followers = _followers(cfg, resolved)
     if is_auto(m.hidden_size):
@@ -350,6 +370,13 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
     else:
         message = f"auto: {followers} for hidden_size={m.hidden_size} ({reason})"
     return Resolution(resolved, message, seconds, pick.chars_per_sec)
+
+
+def _next_is_too_big(width: int, cfg: Config, vocab_size: int, max_params: float,
+                     candidates: Sequence[int] | None) -> bool:
+    """Whether the candidate after `width` has more parameters than the text takes (the probe stopped there)."""
+    wider = [w for w in (CANDIDATE_WIDTHS if candidates is None else candidates) if w > width]
+    return bool(wider) and parameter_count(vocab_size, with_width(cfg, min(wider)).model) > max_params
 
 
 def _auto_name(cfg: Config) -> str:
