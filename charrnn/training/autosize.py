@@ -89,6 +89,7 @@ class ProbeResult:
     measured: list[Measurement]
     seconds: float  # wall time the probe took (to be taken off the budget)
     steps: int  # training steps taken, timed or not
+    capped: bool = False  # it stopped before a width with more parameters than max_params
 
 
 class Resolution(NamedTuple):
@@ -171,13 +172,14 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
     dist = dist or DistContext()
     timer = _Timer(clock, PROBE_SHARE * seconds)
     measured: list[Measurement] = []
-    last_step_s, last_params = 0.0, 0
+    last_step_s, last_params, capped = 0.0, 0, False
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         for width in sorted(CANDIDATE_WIDTHS if candidates is None else candidates):
             # Timed with the dropout it would train with if picked (see passes_if_picked).
             params = parameter_count(vocab_size, with_width(cfg, width).model)
-            if measured and max_params is not None and params > max_params:
+            capped = bool(measured) and max_params is not None and params > max_params
+            if capped:
                 break  # too many parameters for this text, and so is every wider width
             wcfg = with_width(cfg, width, passes_if_picked(params, len(train_ids), char_limit))
             model = CharRNN(vocab_size, wcfg.model).to(device)
@@ -206,7 +208,7 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
             if predicted_chars(measured[-1], seconds, char_limit) / params < TARGET_CHARS_PER_PARAM:
                 break
     (elapsed,) = dist.max_over_ranks(clock() - timer.start)
-    return ProbeResult(measured, elapsed, timer.steps)
+    return ProbeResult(measured, elapsed, timer.steps, capped)
 
 
 def typical_step(times: Sequence[float]) -> float:
@@ -347,7 +349,7 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
         return Resolution(with_width(cfg, width), note, result.seconds)
     seconds = result.seconds
     pick = choose(result.measured, budget - seconds, char_limit, max_params=max_params)
-    capped = max_params is not None and _next_is_too_big(pick.width, cfg, vocab_size, max_params, candidates)
+    capped = result.capped and pick.width == result.measured[-1].width  # the next width was too big for the text
     resolved = with_width(cfg, pick.width, pick.chars / len(train_ids))
     params = next(x.params for x in result.measured if x.width == pick.width)
     timed = with_width(cfg, pick.width, passes_if_picked(params, len(train_ids), char_limit)).model.dropout
@@ -370,13 +372,6 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
     else:
         message = f"auto: {followers} for hidden_size={m.hidden_size} ({reason})"
     return Resolution(resolved, message, seconds, pick.chars_per_sec)
-
-
-def _next_is_too_big(width: int, cfg: Config, vocab_size: int, max_params: float,
-                     candidates: Sequence[int] | None) -> bool:
-    """Whether the candidate after `width` has more parameters than the text takes (the probe stopped there)."""
-    wider = [w for w in (CANDIDATE_WIDTHS if candidates is None else candidates) if w > width]
-    return bool(wider) and parameter_count(vocab_size, with_width(cfg, min(wider)).model) > max_params
 
 
 def _auto_name(cfg: Config) -> str:
