@@ -185,6 +185,33 @@ def test_contiguous_streams_ranks_hold_the_rows_of_the_global_batch():
         assert np.array_equal(np.concatenate([p.next_batch()[0] for p in parts]), x)
 
 
+def test_contiguous_streams_start_each_epoch_at_a_new_offset_and_stay_contiguous():
+    """Issue 21: every pass used to feed the same batches in the same order, and on a small text seen many times
+    the val loss swung with them. Each epoch after the first starts the streams elsewhere (the text wraps
+    around); within an epoch each stream still continues itself, and a seed gives the same epochs again."""
+    n = 503
+    ids = np.arange(n, dtype=np.uint16)
+    streams = ContiguousStreams(ids, batch_size=4, seq_length=5, seed=7)
+    epochs = []
+    for _ in range(4):
+        batches = [streams.next_batch() for _ in range(streams.batches_per_epoch)]
+        x = np.concatenate([b[0].numpy() for b in batches], axis=1)  # each row: its stream over the epoch
+        y = np.concatenate([b[1].numpy() for b in batches], axis=1)
+        assert np.array_equal(y, (x + 1) % n)  # targets are the next character, across the wrap too
+        assert np.array_equal(x[:, 1:], (x[:, :-1] + 1) % n)  # consecutive batches continue each stream
+        assert len(np.unique(x)) == x.size  # no character twice in one epoch
+        epochs.append(x)
+    assert epochs[0][0, 0] == 0  # the first epoch starts at the text's beginning, as before
+    assert len({e[0, 0] for e in epochs}) == 4  # then elsewhere each epoch
+    again = ContiguousStreams(ids, batch_size=4, seq_length=5, seed=7)
+    for _ in range(3 * streams.batches_per_epoch):
+        again.next_batch()
+    assert np.array_equal(again.next_batch()[0].numpy(), epochs[3][:, :5])
+    resumed = ContiguousStreams(ids, batch_size=4, seq_length=5, seed=7)
+    resumed.load_state_dict({"position": 0, "epoch": 3})  # a checkpoint taken at the start of epoch 3's batches
+    assert np.array_equal(resumed.next_batch()[0].numpy(), epochs[3][:, :5])
+
+
 # -- the progress bar while a large corpus is encoded ----------------------------------------------------
 
 
