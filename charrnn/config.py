@@ -70,7 +70,8 @@ class TrainConfig:
     max_steps: int | None = _spec(2000, lo=1)
     max_epochs: float | None = _spec(None, lo=0.0, lo_open=True)
     time_budget: float | None = _spec(None, lo=0.0, lo_open=True, doc="seconds")
-    batching: str = _spec("random", choices=("random", "stateful"))
+    batching: str = _spec("random", choices=("random", "stateful", "auto"),
+                          doc="auto: stateful, or random where the run passes over its text 40 times or more")
     optimizer: str = _spec("adamw", choices=("adamw", "adam", "rmsprop", "sgd"))
     lr: float | Auto = _spec(0.003, lo=0.0, lo_open=True, doc="auto: follows model.hidden_size (adam, adamw)")
     lr_schedule: str = _spec("cosine", choices=("constant", "cosine", "step"))

@@ -62,6 +62,11 @@ DROPOUT_BY_WIDTH = ((192, 0.0), (256, 0.1), (320, 0.15), (384, 0.2), (512, 0.2))
 # passes) 1.556 / 1.431 / 1.429; 300 KB of Python (9-16) 2.314 / 2.152 / 2.074; 237 KB of licences (12-20) 1.576
 # / 1.383 / 1.413; tinyshakespeare (4 passes) is best without.
 DROPOUT_BY_PASSES = ((4, 0.0), (8, 0.2), (16, 0.3))
+# Passes over the training text from which `batching: auto` reads random windows rather than stateful streams.
+# Measured at 100 s (docs/choosing-the-width.md), stateful against random: tinyshakespeare (6 passes) 1.434 / 1.482,
+# 300 KB of Python (18) 2.001 / 2.070, 237 KB of licences (21) 1.421 / 1.440, names.txt (27) 1.392 / 1.397; 100 KB of
+# Shakespeare (74-111) 1.480 / 1.446: windows that start anywhere win only on a text seen dozens of times.
+RANDOM_BATCHES_FROM_PASSES = 40.0
 LR_BY_WIDTH = ((128, 0.01), (160, 0.008), (192, 0.007), (256, 0.006), (320, 0.005), (384, 0.0045), (512, 0.004))
 
 
@@ -111,6 +116,12 @@ def dropout_for(width: int, passes: float | None = None) -> float:
     return round(max(_interpolate(DROPOUT_BY_WIDTH, width), by_passes), 2)
 
 
+def batching_for(passes: float | None) -> str:
+    """`batching: auto` for a run that passes over its training text this many times: stateful streams below
+    RANDOM_BATCHES_FROM_PASSES (and where the passes are not known), random windows from there."""
+    return "random" if passes is not None and passes >= RANDOM_BATCHES_FROM_PASSES else "stateful"
+
+
 def lr_for(width: int) -> float:
     """The AdamW learning rate the measured runs used at this width (1e-2 at 128 down to 4e-3 at 512)."""
     lr = _interpolate(LR_BY_WIDTH, width)
@@ -149,13 +160,14 @@ def max_params_for(train_chars: int) -> float:
 
 def with_width(cfg: Config, width: int, passes: float | None = None) -> Config:
     """The config with `width` for model.hidden_size and every other auto resolved from it (a tied embedding
-    is as wide as the hidden state, so it follows the width too; dropout follows the passes over the training
-    text as well, where they are known)."""
+    is as wide as the hidden state, so it follows the width too; dropout and batching follow the passes over the
+    training text as well, where they are known)."""
     m, t = cfg.model, cfg.train
     model = dataclasses.replace(
         m, hidden_size=width, embedding_dim=width if is_auto(m.embedding_dim) or m.tie_weights else m.embedding_dim,
         dropout=dropout_for(width, passes) if is_auto(m.dropout) else m.dropout)
-    train = dataclasses.replace(t, lr=lr_for(width)) if is_auto(t.lr) else t
+    train = dataclasses.replace(t, lr=lr_for(width) if is_auto(t.lr) else t.lr,
+                                batching=batching_for(passes) if is_auto(t.batching) else t.batching)
     return dataclasses.replace(cfg, model=model, train=train)
 
 
@@ -321,15 +333,16 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
                  step_limit: int | None = None, dist: DistContext | None = None,
                  candidates: Sequence[int] | None = None, eval_chars: int = 0) -> Resolution:
     """Replace every `auto` in the config: hidden_size by probing this machine (see `probe` and `choose`),
-    embedding_dim, dropout and lr from the width, dropout from the passes over the training text too. Call it with
-    the run's corpus, device, precision and threads set, before the model is built; the probe's seconds count
-    inside train.time_budget. eval_chars: characters each evaluation during training scores."""
+    embedding_dim, dropout and lr from the width, dropout and batching from the passes over the training text.
+    Call it with the run's corpus, device, precision and threads set, before the model is built; the probe's
+    seconds count inside train.time_budget. eval_chars: characters each evaluation during training scores."""
     m, t = cfg.model, cfg.train
     char_limit = step_limit * t.batch_size * t.seq_length if step_limit is not None else None
     if not is_auto(m.hidden_size):
-        if not (is_auto(m.embedding_dim) or is_auto(m.dropout) or is_auto(t.lr)):
+        if not (is_auto(m.embedding_dim) or is_auto(m.dropout) or is_auto(t.lr) or is_auto(t.batching)):
             return Resolution(cfg, None, 0.0)
-        if is_auto(m.dropout) and t.time_budget is not None:  # the passes the budget buys need this width's speed
+        if (is_auto(m.dropout) or is_auto(t.batching)) and t.time_budget is not None:
+            # the passes the budget buys need this width's speed
             candidates = [m.hidden_size]
         else:
             passes = char_limit / len(train_ids) if char_limit is not None else None
@@ -343,9 +356,9 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
         width = min(CANDIDATE_WIDTHS if candidates is None else candidates)
         note = (f"note: {_auto_name(cfg)} could not time even {width} wide in {PROBE_SHARE:.0%} of the {budget:g} s "
                 f"budget (probed 0 widths in {result.seconds:.1f} s): this machine is busy or slow, so the run trains "
-                f"the narrowest, hidden_size={width}, without the dropout of many passes; give it a longer "
-                "train.time_budget, stop what else is running (or set train.threads), or set the auto values in the "
-                "config")
+                f"the narrowest, hidden_size={width}, as for a few passes over the text (no dropout for many passes, "
+                "stateful batches); give it a longer train.time_budget, stop what else is running (or set "
+                "train.threads), or set the auto values in the config")
         return Resolution(with_width(cfg, width), note, result.seconds)
     seconds = result.seconds
     pick = choose(result.measured, budget - seconds, char_limit, max_params=max_params)
@@ -375,7 +388,9 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
 
 
 def _auto_name(cfg: Config) -> str:
-    return "hidden_size: auto" if is_auto(cfg.model.hidden_size) else "dropout: auto"
+    if is_auto(cfg.model.hidden_size):
+        return "hidden_size: auto"
+    return "dropout: auto" if is_auto(cfg.model.dropout) else "batching: auto"
 
 
 def _followers(before: Config, after: Config) -> str:
@@ -387,10 +402,13 @@ def _followers(before: Config, after: Config) -> str:
         parts.append(f"dropout={after.model.dropout:g}")
     if is_auto(before.train.lr):
         parts.append(f"lr={after.train.lr:g}")
+    if is_auto(before.train.batching):
+        parts.append(f"batching={after.train.batching}")
     return ", ".join(parts)
 
 
-_AUTO_KEYS = (("model", "hidden_size"), ("model", "embedding_dim"), ("model", "dropout"), ("train", "lr"))
+_AUTO_KEYS = (("model", "hidden_size"), ("model", "embedding_dim"), ("model", "dropout"), ("train", "lr"),
+              ("train", "batching"))
 
 
 def keep_resolved(cfg: Config, saved: dict) -> Config:
