@@ -42,7 +42,7 @@ TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen
 STEPS = 24
 
 
-def resume_config(tmp_path: Path, batching: str):
+def resume_config(tmp_path: Path, batching: str, ema: float | None = None):
     """Two-layer GRU with dropout (uses the torch RNG), a cosine schedule with warmup, evals that do not
     line up with checkpoints, a validation split and text samples: everything a resume must restore."""
     return tiny_config(
@@ -51,7 +51,7 @@ def resume_config(tmp_path: Path, batching: str):
         model={"cell": "gru", "encoding": "embedding", "embedding_dim": 8, "num_layers": 2, "dropout": 0.2},
         train={"batching": batching, "batch_size": 3, "seq_length": 8, "max_steps": STEPS, "optimizer": "adamw",
                "weight_decay": 0.01, "lr": 0.01, "lr_schedule": "cosine", "warmup_steps": 3,
-               "eval_every": 4, "checkpoint_every": 5},
+               "eval_every": 4, "checkpoint_every": 5, "ema": ema},
         log={"tensorboard": True, "sample_every": 6, "sample_length": 8},
     )
 
@@ -87,9 +87,11 @@ def metrics_lines(run_dir: Path) -> list[dict]:
 
 def assert_same_state(a: dict, b: dict) -> None:
     assert a["step"] == b["step"]
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a.keys() == b.keys()
+    for weights in ("model", "trained_model"):  # trained_model: beside the weights' average (train.ema)
+        assert a.get(weights, {}).keys() == b.get(weights, {}).keys()
+        for key in a.get(weights, {}):
+            assert torch.equal(a[weights][key], b[weights][key]), key
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         for key in sa:
             assert torch.equal(sa[key], sb[key]), key
@@ -197,11 +199,11 @@ def test_sigkilled_run_resumes_bitwise_identical(tmp_path, batching):
     assert_same_run(run, reference)
 
 
-@pytest.mark.parametrize("batching", ["random", "stateful"])
-def test_interrupt_between_checkpoints_saves_and_resumes_exactly(tmp_path, batching):
+@pytest.mark.parametrize(("batching", "ema"), [("random", None), ("stateful", None), ("stateful", 0.9)])
+def test_interrupt_between_checkpoints_saves_and_resumes_exactly(tmp_path, batching, ema):
     """SIGINT/SIGTERM (here raised from inside step 9) save last.pt at that step, not at a checkpoint_every
-    boundary, and the resumed run equals the uninterrupted one."""
-    cfg = resume_config(tmp_path, batching)
+    boundary, and the resumed run equals the uninterrupted one (with train.ema: the weights and their average)."""
+    cfg = resume_config(tmp_path, batching, ema)
     reference = tmp_path / "reference"
     train(cfg, run_dir=reference, quiet=True)
 

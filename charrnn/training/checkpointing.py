@@ -26,7 +26,8 @@ class Checkpoints:
     dist: DistContext
     vocab: Vocab
     first_char: str  # what `sample` starts from when given no prime
-    model: torch.nn.Module
+    model: torch.nn.Module  # as trained
+    evaluated: torch.nn.Module  # as scored: the weights' moving average (train.ema), else model itself
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     batcher: object
@@ -42,8 +43,10 @@ class Checkpoints:
         state.data = self.batcher.state_dict()
         state.rng = rng_state(device)
         payload = {"config": self.cfg.to_dict(), "vocab": self.vocab.chars, "first_char": self.first_char,
-                   "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                   "model": self.evaluated.state_dict(), "optimizer": self.optimizer.state_dict(),
                    "scaler": self.scaler.state_dict(), **state.to_dict()}
+        if self.evaluated is not self.model:  # "model" is the average: --resume also needs the trained weights
+            payload["trained_model"] = self.model.state_dict()
         save_checkpoint(payload, path)
         self.written += 1
         if path == self.paths.last or not self.paths.last.is_file():  # --resume takes last.pt, else best.pt

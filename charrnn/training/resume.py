@@ -18,6 +18,7 @@ from charrnn.run import status as run_status
 from charrnn.run.checkpoint import load_resume_checkpoint
 from charrnn.run.folder import RunPaths, check_run_dir
 from charrnn.training import autosize, distributed
+from charrnn.training.averaging import restore_average
 from charrnn.training.state import TrainState, set_rng_state
 
 
@@ -34,10 +35,13 @@ def resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
 
 
 def restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch.device,
-             dist: distributed.DistContext, root: Path) -> TrainState:
-    """Put a checkpoint's weights, optimizer, data position and RNG back; return its TrainState."""
+             dist: distributed.DistContext, root: Path, average=None) -> TrainState:
+    """Put a checkpoint's weights (and their moving average, train.ema), optimizer, data position and RNG back;
+    return its TrainState."""
     try:
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(saved.get("trained_model", saved["model"]))
+        if average is not None:
+            restore_average(average, saved["model"], saved["step"])
         optimizer.load_state_dict(saved["optimizer"])
         state = TrainState.from_dict(saved)
         batcher.load_state_dict(state.data)
@@ -74,7 +78,7 @@ def resume_notes(saved: dict | None, record: dict) -> list[str]:
 
 # Settings that fix the model's shape, the optimizer's state or the order of the data: a resumed run keeps them.
 _FIXED_ON_RESUME = ("model.*", "data.val_fraction", "data.test_fraction", "train.batching", "train.batch_size",
-                    "train.seq_length", "train.optimizer")
+                    "train.seq_length", "train.optimizer", "train.ema")
 
 
 def check_resumable(saved: dict, cfg: Config) -> None:

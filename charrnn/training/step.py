@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from charrnn.config import Config
 from charrnn.device import autocast
 from charrnn.model import CharRNN, Hidden, detach_hidden
+from charrnn.training.averaging import weight_average
 from charrnn.training.distributed import DistContext
 from charrnn.training.optimizer import build_optimizer
 
@@ -38,7 +39,8 @@ class StepResult:
 
 @dataclass
 class TrainingStep:
-    """The parts a step needs: `forward` is the model as trained (DDP-wrapped, compiled), `model` its parameters."""
+    """The parts a step needs: `forward` is the model as trained (DDP-wrapped, compiled), `model` its parameters,
+    `average` the moving average of them that the run evaluates (train.ema; None when off)."""
 
     forward: torch.nn.Module
     model: CharRNN
@@ -47,9 +49,15 @@ class TrainingStep:
     precision: str
     grad_clip: float
     dist: DistContext
+    average: torch.optim.swa_utils.AveragedModel | None = None
 
     def __post_init__(self) -> None:
         self.device = next(self.model.parameters()).device
+
+    @property
+    def evaluated(self) -> CharRNN:
+        """The model the run scores, samples and checkpoints: the weights' moving average, or the weights."""
+        return self.average.module if self.average is not None else self.model
 
     def __call__(self, batcher, hidden: Hidden | None, lr: float, *flags: bool) -> tuple[StepResult, Hidden | None]:
         """One update on the batcher's next batch at learning rate lr, carrying hidden (stateful batching);
@@ -75,6 +83,8 @@ class TrainingStep:
             raise NonFiniteStep(f"gradient norm became {norm_value}")  # fp16's scaler skips such a step itself
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average is not None:
+            self.average.update_parameters(self.model)
         carried = detach_hidden(new_hidden) if batcher.stateful else None
         return StepResult(loss_value, norm_value, agreed), carried
 
@@ -87,7 +97,8 @@ def build_step(cfg: Config, model: CharRNN, precision: str, dist: DistContext, *
     enabled = cfg.train.compile if compile is None else compile
     forward, notes = _maybe_compile(dist.wrap(model), enabled, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients need loss scaling
-    step = TrainingStep(forward, model, build_optimizer(cfg, model), scaler, precision, cfg.train.grad_clip, dist)
+    step = TrainingStep(forward, model, build_optimizer(cfg, model), scaler, precision, cfg.train.grad_clip, dist,
+                        weight_average(model, cfg.train.ema))
     return step, notes
 
 

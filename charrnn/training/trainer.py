@@ -41,8 +41,8 @@ class Trainer:
         self.total_steps, self.notes, self.quiet = total_steps, notes, quiet
         self.predicted_chars_per_sec = predicted_chars_per_sec  # hidden_size: auto's probe, for the summary
         self.first_char = vocab.chars[int(batcher.ids[0])]
-        self.checkpoints = Checkpoints(cfg, paths, dist, vocab, self.first_char, model, step.optimizer, step.scaler,
-                                       batcher)
+        self.checkpoints = Checkpoints(cfg, paths, dist, vocab, self.first_char, model, step.evaluated,
+                                       step.optimizer, step.scaler, batcher)
         # A new run that fails before its first checkpoint takes back what it wrote (the lock then removes a
         # folder it made); a resumed one never discards anything.
         self.discard_on_failure = discard_on_failure
@@ -153,7 +153,7 @@ class Trainer:
         Returns why the run stops: stopped_by, or "early_stop" when train.patience runs out."""
         state = self.state
         train_loss = state.window_loss / state.window_steps if state.window_steps else float("nan")
-        metrics = self.validation.score(self.model, state.step, self.checkpoints.last_good())
+        metrics = self.validation.score(self.step.evaluated, state.step, self.checkpoints.last_good())
         better, stopped_by = self.validation.record(state, metrics, stopped_by)
         record = {"step": state.step, "train_loss": train_loss, "val_loss": metrics.loss, "val_bpc": metrics.bpc,
                   "val_accuracy": metrics.accuracy, "lr": self.step.optimizer.param_groups[0]["lr"],
@@ -175,7 +175,7 @@ class Trainer:
         return bool(every) and log.tensorboard and self.state.step % every == 0 and self.dist.is_main
 
     def log_sample(self) -> None:
-        text = sample_text(self.model, self.vocab, prime=self.first_char, length=self.cfg.log.sample_length,
+        text = sample_text(self.step.evaluated, self.vocab, prime=self.first_char, length=self.cfg.log.sample_length,
                            opts=SamplingOptions(), seed=self.cfg.seed + self.state.step, device=self.step.device)[0]
         self.tracker.text(self.state.step, "samples", text)
 
@@ -193,8 +193,8 @@ class Trainer:
         every = self.cfg.log.sample_every
         if every and state.step % every and self.cfg.log.tensorboard and self.dist.is_main:  # not sampled yet
             self.log_sample()
-        if self.model.embedding is not None:
-            self.tracker.embedding(state.step, self.model.embedding.weight, self.vocab.chars)
+        if self.step.evaluated.embedding is not None:
+            self.tracker.embedding(state.step, self.step.evaluated.embedding.weight, self.vocab.chars)
         self._end("finished", state.step, stopped_by)
 
     def result(self, stopped_by: str | None) -> RunResult:
