@@ -56,7 +56,8 @@ def training_memory(cfg: Config, vocab_size: int, world_size: int = 1, device: s
     m, t = cfg.model, cfg.train
     parts = _parameter_parts(vocab_size, m)
     workspace = parts["rnn"] * FLOAT_BYTES if torch.device(device).type == "cpu" else 0
-    weights = sum(parts.values()) * FLOAT_BYTES * (2 + _OPTIMIZER_STATES[t.optimizer])
+    copies = 2 + _OPTIMIZER_STATES[t.optimizer] + (1 if t.ema else 0)  # weights, gradients, state, average
+    weights = sum(parts.values()) * FLOAT_BYTES * copies
     rows = math.ceil(t.batch_size / world_size) * t.seq_length  # characters in one process's batch
     first_input = m.embedding_dim if m.encoding == "embedding" else vocab_size
     per_char = (first_input  # the encoded input

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.data.batches import make_batcher
+from charrnn.memory import parameter_count, training_memory
 from charrnn.model import CharRNN
 from charrnn.run.checkpoint import load_checkpoint
 from charrnn.training.distributed import DistContext
@@ -39,7 +40,8 @@ def test_the_average_is_the_decayed_sum_of_the_weights_after_each_step(tmp_path)
     for _ in range(4):
         step(batcher, None, 0.03)
         weights = [p.detach().clone() for p in model.parameters()]
-        expected = weights if expected is None else [0.75 * e + 0.25 * w for e, w in zip(expected, weights)]
+        expected = weights if expected is None else [0.75 * e + 0.25 * w
+                                                     for e, w in zip(expected, weights, strict=True)]
     averaged = list(step.evaluated.parameters())
     assert step.evaluated is not model
     for e, a, w in zip(expected, averaged, model.parameters(), strict=True):
@@ -69,6 +71,13 @@ def test_the_average_beats_the_weights_on_a_small_text_seen_many_times(tmp_path)
     with_average = train(ema_config(tmp_path, ema=0.9, max_steps=120, lr=0.05), run_dir=tmp_path / "a", quiet=True)
     without = train(ema_config(tmp_path, ema=None, max_steps=120, lr=0.05), run_dir=tmp_path / "b", quiet=True)
     assert with_average.val.loss < without.val.loss
+
+
+def test_the_memory_estimate_counts_the_average(tmp_path):
+    cfg = ema_config(tmp_path)
+    off = ema_config(tmp_path, ema=None)
+    extra = training_memory(cfg, 30).weights - training_memory(off, 30).weights
+    assert extra == parameter_count(30, cfg.model) * 4  # one fp32 copy of the weights
 
 
 def test_train_ema_cannot_change_on_resume(tmp_path):
