@@ -7,13 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from charrnn.config import Config
 from charrnn.run.checkpoint import save_checkpoint
 from charrnn.run.folder import RunPaths
 from charrnn.training.distributed import DistContext
 from charrnn.training.state import TrainState, rng_state
+from charrnn.training.step import TrainingStep
 from charrnn.vocab import Vocab
 
 
@@ -26,10 +25,7 @@ class Checkpoints:
     dist: DistContext
     vocab: Vocab
     first_char: str  # what `sample` starts from when given no prime
-    model: torch.nn.Module  # as trained
-    evaluated: torch.nn.Module  # as scored: the weights' moving average (train.ema), else model itself
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
+    step: TrainingStep  # the model as trained and as scored (train.ema), its optimizer and scaler
     batcher: object
     written: int = 0
     saved_step: int | None = None  # the step --resume would continue from (last.pt, else best.pt)
@@ -38,15 +34,16 @@ class Checkpoints:
         """Write a checkpoint of the model and the whole state at this step (atomically)."""
         if not self.dist.is_main:
             return
-        device = next(self.model.parameters()).device
+        step = self.step
+        device = step.device
         state.elapsed = elapsed
         state.data = self.batcher.state_dict()
         state.rng = rng_state(device)
         payload = {"config": self.cfg.to_dict(), "vocab": self.vocab.chars, "first_char": self.first_char,
-                   "model": self.evaluated.state_dict(), "optimizer": self.optimizer.state_dict(),
-                   "scaler": self.scaler.state_dict(), **state.to_dict()}
-        if self.evaluated is not self.model:  # "model" is the average: --resume also needs the trained weights
-            payload["trained_model"] = self.model.state_dict()
+                   "model": step.evaluated.state_dict(), "optimizer": step.optimizer.state_dict(),
+                   "scaler": step.scaler.state_dict(), **state.to_dict()}
+        if step.evaluated is not step.model:  # "model" is the average: --resume also needs the trained weights
+            payload["trained_model"] = step.model.state_dict()
         save_checkpoint(payload, path)
         self.written += 1
         if path == self.paths.last or not self.paths.last.is_file():  # --resume takes last.pt, else best.pt

@@ -41,8 +41,7 @@ class Trainer:
         self.total_steps, self.notes, self.quiet = total_steps, notes, quiet
         self.predicted_chars_per_sec = predicted_chars_per_sec  # hidden_size: auto's probe, for the summary
         self.first_char = vocab.chars[int(batcher.ids[0])]
-        self.checkpoints = Checkpoints(cfg, paths, dist, vocab, self.first_char, model, step.evaluated,
-                                       step.optimizer, step.scaler, batcher)
+        self.checkpoints = Checkpoints(cfg, paths, dist, vocab, self.first_char, step, batcher)
         # A new run that fails before its first checkpoint takes back what it wrote (the lock then removes a
         # folder it made); a resumed one never discards anything.
         self.discard_on_failure = discard_on_failure
