@@ -83,9 +83,11 @@ class TrainConfig:
     decay_vectors: bool = _spec(False, doc="weight decay on biases and other 1-D tensors too; default: matrices "
                                 "(and the embedding) only, as nanoGPT does")
     grad_clip: float = _spec(1.0, lo=0.0, doc="0 turns clipping off")
-    ema: float | None = _spec(None, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
-                              doc="evaluate, checkpoint and sample an exponential moving average of the weights "
-                                  "with this decay per step (0.998: about the last 500 steps); null: the weights")
+    ema: float | Auto | None = _spec(None, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
+                                     doc="evaluate, checkpoint and sample an exponential moving average of the "
+                                         "weights with this decay per step (0.998: about the last 500 steps); "
+                                         "null: the weights; auto: on where the run passes over its text 10 "
+                                         "times or more, over about the last eighth of its steps")
     eval_every: int = _spec(200, lo=1)
     patience: int | None = _spec(None, lo=1, doc="stop after this many evaluations without a better val loss")
     eval_max_chars: int | Auto | None = _spec(

@@ -67,6 +67,15 @@ DROPOUT_BY_PASSES = ((4, 0.0), (8, 0.2), (16, 0.3))
 # 300 KB of Python (18) 2.001 / 2.070, 237 KB of licences (21) 1.421 / 1.440, names.txt (27) 1.392 / 1.397; 100 KB of
 # Shakespeare (74-111) 1.480 / 1.446: windows that start anywhere win only on a text seen dozens of times.
 RANDOM_BATCHES_FROM_PASSES = 40.0
+# Passes over the training text from which `ema: auto` evaluates a moving average of the weights, and the share of
+# the run's steps it averages over (decay 1 - 1/(share x steps): 0.998 for a 4,000-step run). On a text seen ten
+# times and more the val loss of the weights jumps between evaluations and creeps up after its best while the
+# average's stays near it. Measured at 100 s on a 2-core AVX2 EPYC, without / with: 300 KB of Python (10-11
+# passes) 2.094 / 2.033, licences (12-14) 1.516 / 1.419, names.txt (13-14) 1.411 / 1.421; tinyshakespeare at
+# 600 s (7 passes) 1.4250 / 1.4238; at 100 s on a Xeon (6 passes) an average over a twelfth of the run cost 0.005,
+# lagging a model still improving as the learning rate anneals (docs/choosing-the-width.md).
+EMA_FROM_PASSES = 10.0
+EMA_SHARE_OF_RUN = 0.125
 LR_BY_WIDTH = ((128, 0.01), (160, 0.008), (192, 0.007), (256, 0.006), (320, 0.005), (384, 0.0045), (512, 0.004))
 
 
@@ -122,6 +131,15 @@ def batching_for(passes: float | None) -> str:
     return "random" if passes is not None and passes >= RANDOM_BATCHES_FROM_PASSES else "stateful"
 
 
+def ema_for(passes: float | None, steps: float | None) -> float | None:
+    """`ema: auto` for a run of this many steps that passes over its training text this many times: an average
+    over about EMA_SHARE_OF_RUN of its steps from EMA_FROM_PASSES passes on, None (off) below them and where the
+    run's length is not known."""
+    if passes is None or steps is None or passes < EMA_FROM_PASSES:
+        return None
+    return round(1 - 1 / max(EMA_SHARE_OF_RUN * steps, 10.0), 4)
+
+
 def lr_for(width: int) -> float:
     """The AdamW learning rate the measured runs used at this width (1e-2 at 128 down to 4e-3 at 512)."""
     lr = _interpolate(LR_BY_WIDTH, width)
@@ -158,16 +176,19 @@ def max_params_for(train_chars: int) -> float:
     return MAX_PARAMS_PER_TRAIN_CHAR * train_chars
 
 
-def with_width(cfg: Config, width: int, passes: float | None = None) -> Config:
+def with_width(cfg: Config, width: int, chars: float | None = None, train_chars: int | None = None) -> Config:
     """The config with `width` for model.hidden_size and every other auto resolved from it (a tied embedding
-    is as wide as the hidden state, so it follows the width too; dropout and batching follow the passes over the
-    training text as well, where they are known)."""
+    is as wide as the hidden state, so it follows the width too; dropout, batching and ema follow the run's
+    length as well where it is known: `chars` trained on, of a training text of `train_chars`)."""
     m, t = cfg.model, cfg.train
+    passes = chars / train_chars if chars is not None and train_chars else None
+    steps = chars / (t.batch_size * t.seq_length) if chars is not None else None
     model = dataclasses.replace(
         m, hidden_size=width, embedding_dim=width if is_auto(m.embedding_dim) or m.tie_weights else m.embedding_dim,
         dropout=dropout_for(width, passes) if is_auto(m.dropout) else m.dropout)
     train = dataclasses.replace(t, lr=lr_for(width) if is_auto(t.lr) else t.lr,
-                                batching=batching_for(passes) if is_auto(t.batching) else t.batching)
+                                batching=batching_for(passes) if is_auto(t.batching) else t.batching,
+                                ema=ema_for(passes, steps) if is_auto(t.ema) else t.ema)
     return dataclasses.replace(cfg, model=model, train=train)
 
 
@@ -188,12 +209,12 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         for width in sorted(CANDIDATE_WIDTHS if candidates is None else candidates):
-            # Timed with the dropout it would train with if picked (see passes_if_picked).
+            # Timed with the dropout it would train with if picked (see chars_if_picked).
             params = parameter_count(vocab_size, with_width(cfg, width).model)
             capped = bool(measured) and max_params is not None and params > max_params
             if capped:
                 break  # too many parameters for this text, and so is every wider width
-            wcfg = with_width(cfg, width, passes_if_picked(params, len(train_ids), char_limit))
+            wcfg = with_width(cfg, width, chars_if_picked(params, char_limit), len(train_ids))
             model = CharRNN(vocab_size, wcfg.model).to(device)
             # A width whose probe would overrun the share of the budget is not tried (its steps cost about
             # the parameter ratio times the last width's); one that overruns it midway counts if it was timed.
@@ -231,15 +252,15 @@ def typical_step(times: Sequence[float]) -> float:
     return statistics.fmean(usual)
 
 
-def passes_if_picked(params: int, train_chars: int, char_limit: float | None = None) -> float:
-    """The passes over the training text of a width that `choose` picks at the boundary: it trains about
-    TARGET_CHARS_PER_PARAM characters per parameter (or char_limit, where max_steps/max_epochs stop it first).
-    The probe times each width with the dropout these passes give, since dropout costs time (a 2x128-192 LSTM
-    steps 15-25% slower with it on a 2-core Xeon): that is the dropout the pick trains with wherever the speed
-    decides between it and the next wider width. A pick that passes over the text more often, and so gets dropout
-    where it was timed without, is timed again (resolve_auto)."""
+def chars_if_picked(params: int, char_limit: float | None = None) -> float:
+    """The characters a width that `choose` picks at the boundary trains on: about TARGET_CHARS_PER_PARAM per
+    parameter (or char_limit, where max_steps/max_epochs stop it first). The probe times each width with the
+    dropout (and moving average) the passes over the text these give, since dropout costs time (a 2x128-192 LSTM
+    steps 15-25% slower with it on a 2-core Xeon): that is what the pick trains with wherever the speed decides
+    between it and the next wider width. A pick that passes over the text more often, and so gets dropout where it
+    was timed without, is timed again (resolve_auto)."""
     chars = TARGET_CHARS_PER_PARAM * params
-    return (min(chars, char_limit) if char_limit is not None else chars) / train_chars
+    return min(chars, char_limit) if char_limit is not None else chars
 
 
 class _Timer:
@@ -339,14 +360,14 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
     m, t = cfg.model, cfg.train
     char_limit = step_limit * t.batch_size * t.seq_length if step_limit is not None else None
     if not is_auto(m.hidden_size):
-        if not (is_auto(m.embedding_dim) or is_auto(m.dropout) or is_auto(t.lr) or is_auto(t.batching)):
+        if not (is_auto(m.embedding_dim) or is_auto(m.dropout) or is_auto(t.lr) or is_auto(t.batching)
+                or is_auto(t.ema)):
             return Resolution(cfg, None, 0.0)
-        if (is_auto(m.dropout) or is_auto(t.batching)) and t.time_budget is not None:
+        if (is_auto(m.dropout) or is_auto(t.batching) or is_auto(t.ema)) and t.time_budget is not None:
             # the passes the budget buys need this width's speed
             candidates = [m.hidden_size]
         else:
-            passes = char_limit / len(train_ids) if char_limit is not None else None
-            resolved = with_width(cfg, m.hidden_size, passes)
+            resolved = with_width(cfg, m.hidden_size, char_limit, len(train_ids))
             return Resolution(resolved, f"auto: {_followers(cfg, resolved)} for hidden_size={m.hidden_size}", 0.0)
     budget = float(t.time_budget)  # the config refuses hidden_size: auto without one
     max_params = max_params_for(len(train_ids)) if is_auto(m.hidden_size) else None
@@ -357,16 +378,16 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
         note = (f"note: {_auto_name(cfg)} could not time even {width} wide in {PROBE_SHARE:.0%} of the {budget:g} s "
                 f"budget (probed 0 widths in {result.seconds:.1f} s): this machine is busy or slow, so the run trains "
                 f"the narrowest, hidden_size={width}, as for a few passes over the text (no dropout for many passes, "
-                "stateful batches); give it a longer train.time_budget, stop what else is running (or set "
-                "train.threads), or set the auto values in the config")
+                "stateful batches, no moving average); give it a longer train.time_budget, stop what else is running "
+                "(or set train.threads), or set the auto values in the config")
         return Resolution(with_width(cfg, width), note, result.seconds)
     seconds = result.seconds
     pick = choose(result.measured, budget - seconds, char_limit, max_params=max_params)
     capped = result.capped and pick.width == result.measured[-1].width  # the next width was too big for the text
-    resolved = with_width(cfg, pick.width, pick.chars / len(train_ids))
+    resolved = with_width(cfg, pick.width, pick.chars, len(train_ids))
     params = next(x.params for x in result.measured if x.width == pick.width)
-    timed = with_width(cfg, pick.width, passes_if_picked(params, len(train_ids), char_limit)).model.dropout
-    if (timed > 0) != (resolved.model.dropout > 0):  # it passes over the text more often than a pick at the target:
+    timed = with_width(cfg, pick.width, chars_if_picked(params, char_limit), len(train_ids))
+    if _costs(timed) != _costs(resolved):  # it passes over the text more often than a pick at the target:
         again = probe(resolved, train_ids, vocab_size, device, precision, budget, char_limit=char_limit, dist=dist,
                       candidates=[pick.width], eval_chars=eval_chars)  # its speed with the dropout it trains with
         seconds += again.seconds
@@ -387,10 +408,17 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
     return Resolution(resolved, message, seconds, pick.chars_per_sec)
 
 
+def _costs(cfg: Config) -> tuple[bool, bool]:
+    """What makes a step slower besides its width: dropout, and a moving average to update."""
+    return cfg.model.dropout > 0, cfg.train.ema is not None
+
+
 def _auto_name(cfg: Config) -> str:
     if is_auto(cfg.model.hidden_size):
         return "hidden_size: auto"
-    return "dropout: auto" if is_auto(cfg.model.dropout) else "batching: auto"
+    if is_auto(cfg.model.dropout):
+        return "dropout: auto"
+    return "batching: auto" if is_auto(cfg.train.batching) else "ema: auto"
 
 
 def _followers(before: Config, after: Config) -> str:
@@ -404,11 +432,15 @@ def _followers(before: Config, after: Config) -> str:
         parts.append(f"lr={after.train.lr:g}")
     if is_auto(before.train.batching):
         parts.append(f"batching={after.train.batching}")
+    if is_auto(before.train.ema):
+        parts.append(f"ema={after.train.ema:g}" if after.train.ema is not None else "ema=off")
     return ", ".join(parts)
 
 
 _AUTO_KEYS = (("model", "hidden_size"), ("model", "embedding_dim"), ("model", "dropout"), ("train", "lr"),
-              ("train", "batching"))
+              ("train", "batching"), ("train", "ema"))
+# ... of which these resolve to null where they are off: a run's null is its choice, not a missing value.
+_OFF_IS_NULL = (("train", "ema"),)
 
 
 def keep_resolved(cfg: Config, saved: dict) -> Config:
@@ -417,8 +449,10 @@ def keep_resolved(cfg: Config, saved: dict) -> Config:
     if not isinstance(saved, dict):
         return cfg  # a foreign config: the resume check that follows refuses it
     for section, key in _AUTO_KEYS:
-        value = saved.get(section, {}).get(key) if isinstance(saved.get(section), dict) else None
-        if is_auto(getattr(getattr(cfg, section), key)) and value is not None and not is_auto(value):
+        stored = saved.get(section) if isinstance(saved.get(section), dict) else {}
+        value = stored.get(key)
+        chosen = key in stored if (section, key) in _OFF_IS_NULL else value is not None
+        if is_auto(getattr(getattr(cfg, section), key)) and chosen and not is_auto(value):
             cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{key: value})})
     return cfg
 
