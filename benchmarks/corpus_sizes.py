@@ -114,7 +114,7 @@ def run(config: Path, corpus: Path, budget: float, width: str, work: Path, extra
     step_chars = saved["train"]["batch_size"] * saved["train"]["seq_length"]
     return {"corpus": corpus.stem, "bytes": chars, "budget": budget, "width": saved["model"]["hidden_size"],
             "asked": width, "dropout": saved["model"]["dropout"], "lr": saved["train"]["lr"],
-            "batching": saved["train"]["batching"],
+            "batching": saved["train"]["batching"], "ema": saved["train"].get("ema"),
             "weight_decay": saved["train"]["weight_decay"], "extra": extra, "steps": last["step"],
             "epochs": round(last["step"] * step_chars / train_chars, 2), "chars_per_sec": round(last["chars_per_sec"]),
             "best_val": round(best["val_loss"], 4), "best_step": best["step"], "last_val": round(last["val_loss"], 4),
@@ -136,7 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"CPU: {describe_cpu()}", flush=True)
     print(f"{'corpus':<16}{'KB':>6}{'budget':>7}{'width':>6}{'steps':>7}{'epochs':>7}{'chars/s':>9}"
-          f"{'best (step)':>16}{'last (step)':>16}{'train':>7}{'eval':>8}  batches", flush=True)
+          f"{'best (step)':>16}{'last (step)':>16}{'train':>7}{'eval':>8}  batches, average", flush=True)
     evals: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for corpus_name in args.corpora:
         corpus = make_corpus(corpus_name, args.work)
@@ -144,10 +144,12 @@ def main() -> None:
             extra = args.extra + ([f"seed={seed}"] if seed is not None else [])
             row = run(args.config, corpus, args.budget, width, args.work, extra)
             evals.setdefault((row["corpus"], width), []).append((row["width"], row["eval_default"]))
+            average = f", ema={row['ema']:g}" if row["ema"] else ""
             print(f"{row['corpus']:<16}{row['bytes'] // KB:>6}{row['budget']:>7g}{row['width']:>6}{row['steps']:>7}"
                   f"{row['epochs']:>7}{row['chars_per_sec']:>9,}{row['best_val']:>9.4f} ({row['best_step']:>5})"
                   f"{row['last_val']:>9.4f} ({row['steps']:>5}){row['last_train']:>7.3f}{row['eval_default']:>8.4f}"
-                  f"  {row['batching']}{'  ' + row['stopped_by'] if row['stopped_by'] else ''}", flush=True)
+                  f"  {row['batching']}{average}"
+                  f"{'  ' + row['stopped_by'] if row['stopped_by'] else ''}", flush=True)
             if args.out:
                 with args.out.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
