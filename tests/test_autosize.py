@@ -457,6 +457,24 @@ def test_ema_auto_is_resolved_from_the_speed_the_probe_measures(tmp_path, monkey
     assert (res.cfg.train.ema, res.seconds, res.message) == (None, 0.0, "auto: ema=off for hidden_size=8")
 
 
+@pytest.mark.parametrize("ema", [None, 0.99])
+def test_the_probe_times_a_checkpoint_as_the_run_writes_it(tmp_path, monkeypatch, ema):
+    """With a moving average a checkpoint holds two sets of weights (the average and the weights as trained, for
+    --resume): the probe times saving both, as distinct storages (torch.save writes a storage it sees twice once)."""
+    cfg = auto_config(tmp_path, ema=ema)
+    cfg = autosize.with_width(cfg, 8)
+    ids, vocab_size = corpus_of(cfg)
+    model = CharRNN(vocab_size, cfg.model)
+    saved = []
+    monkeypatch.setattr(autosize.torch, "save", lambda payload, f: saved.append(payload))
+    autosize._loop_overhead(cfg, model, torch.optim.AdamW(model.parameters()), ids, 0, iter(range(100)).__next__)
+    (payload,) = saved
+    assert ("trained_model" in payload) == (ema is not None)
+    if ema is not None:
+        weights = {t.untyped_storage().data_ptr() for t in payload["model"].values()}
+        assert not weights & {t.untyped_storage().data_ptr() for t in payload["trained_model"].values()}
+
+
 def test_batching_auto_with_a_fixed_width_times_it_for_the_passes(tmp_path, monkeypatch):
     """A fixed width under a time budget with batching: auto: the passes the budget buys need the width's speed,
     so that one width is timed; with max_steps alone the passes are known without it."""

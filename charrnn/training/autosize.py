@@ -328,7 +328,11 @@ def _loop_overhead(cfg: Config, model: CharRNN, optimizer: torch.optim.Optimizer
     evaluate(model, ids[: piece + 1], batch_size=64, device=next(model.parameters()).device)
     eval_s = (clock() - began) * eval_chars / max(piece, 1)
     began = clock()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, io.BytesIO())
+    weights = model.state_dict()
+    payload = {"model": weights, "optimizer": optimizer.state_dict()}
+    if cfg.train.ema:  # a checkpoint holds the average and the weights as trained (a copy: torch.save writes a
+        payload["trained_model"] = {k: v.clone() for k, v in weights.items()}  # storage it sees twice once)
+    torch.save(payload, io.BytesIO())
     save_s = clock() - began
     sample_s = 0.0
     if log.tensorboard and log.sample_every:
