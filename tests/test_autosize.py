@@ -460,14 +460,16 @@ def test_ema_auto_is_resolved_from_the_speed_the_probe_measures(tmp_path, monkey
 @pytest.mark.parametrize("ema", [None, 0.99])
 def test_the_probe_times_a_checkpoint_as_the_run_writes_it(tmp_path, monkeypatch, ema):
     """With a moving average a checkpoint holds two sets of weights (the average and the weights as trained, for
-    --resume): the probe times saving both, as distinct storages (torch.save writes a storage it sees twice once)."""
+    --resume): the probe times saving both, as distinct storages (torch.save writes a storage it sees twice once),
+    as the run's checkpoints hold them."""
     cfg = auto_config(tmp_path, ema=ema)
     cfg = autosize.with_width(cfg, 8)
     ids, vocab_size = corpus_of(cfg)
     model = CharRNN(vocab_size, cfg.model)
     saved = []
     monkeypatch.setattr(autosize.torch, "save", lambda payload, f: saved.append(payload))
-    autosize._loop_overhead(cfg, model, torch.optim.AdamW(model.parameters()), ids, 0, iter(range(100)).__next__)
+    step, _ = autosize.build_step(cfg, model, "fp32", DistContext(), compile=False)
+    autosize._loop_overhead(cfg, step, ids, 0, iter(range(100)).__next__)
     (payload,) = saved
     assert ("trained_model" in payload) == (ema is not None)
     if ema is not None:

@@ -230,7 +230,7 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
             minus_slowest, stop = dist.max_over_ranks(-speed, float(out_of_time))
             if minus_slowest < 0:
                 step_s = typical_step(times)
-                overhead = _loop_overhead(wcfg, model, step.optimizer, train_ids, eval_chars, clock)
+                overhead = _loop_overhead(wcfg, step, train_ids, eval_chars, clock)
                 (overhead,) = dist.max_over_ranks(overhead)
                 effective = -minus_slowest * dist.world_size * step_s / (step_s + overhead)
                 measured.append(Measurement(width, effective, params))
@@ -316,30 +316,26 @@ def _train_step(model: CharRNN, step: TrainingStep, batcher, hidden, lr: float):
         return None
 
 
-def _loop_overhead(cfg: Config, model: CharRNN, optimizer: torch.optim.Optimizer, ids: np.ndarray,
-                   eval_chars: int, clock: Callable[[], float]) -> float:
+def _loop_overhead(cfg: Config, step: TrainingStep, ids: np.ndarray, eval_chars: int,
+                   clock: Callable[[], float]) -> float:
     """Seconds per training step that the loop spends besides training steps at this width: its evaluations
     (eval_chars characters every train.eval_every steps), checkpoints (last.pt every train.checkpoint_every
     steps, best.pt at most once an evaluation) and TensorBoard samples (log.sample_length characters every
     log.sample_every steps), each timed once here on a small piece."""
-    t, log = cfg.train, cfg.log
+    t, log, model = cfg.train, cfg.log, step.model
     began = clock()
     piece = min(len(ids) - 1, EVAL_PROBE_CHARS)
-    evaluate(model, ids[: piece + 1], batch_size=64, device=next(model.parameters()).device)
+    evaluate(model, ids[: piece + 1], batch_size=64, device=step.device)
     eval_s = (clock() - began) * eval_chars / max(piece, 1)
     began = clock()
-    weights = model.state_dict()
-    payload = {"model": weights, "optimizer": optimizer.state_dict()}
-    if cfg.train.ema:  # a checkpoint holds the average and the weights as trained (a copy: torch.save writes a
-        payload["trained_model"] = {k: v.clone() for k, v in weights.items()}  # storage it sees twice once)
-    torch.save(payload, io.BytesIO())
+    torch.save(step.state_dicts(), io.BytesIO())  # what a checkpoint holds of the step, the average included
     save_s = clock() - began
     sample_s = 0.0
     if log.tensorboard and log.sample_every:
         began = clock()
         model.eval()
         with torch.no_grad():  # sampling feeds one character at a time, head included
-            x, hidden = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device), None
+            x, hidden = torch.zeros(1, 1, dtype=torch.long, device=step.device), None
             for _ in range(SAMPLE_PROBE_CHARS):
                 _, hidden = model(x, hidden)
         sample_s = (clock() - began) * log.sample_length / SAMPLE_PROBE_CHARS / log.sample_every

@@ -34,16 +34,11 @@ class Checkpoints:
         """Write a checkpoint of the model and the whole state at this step (atomically)."""
         if not self.dist.is_main:
             return
-        step = self.step
-        device = step.device
         state.elapsed = elapsed
         state.data = self.batcher.state_dict()
-        state.rng = rng_state(device)
+        state.rng = rng_state(self.step.device)
         payload = {"config": self.cfg.to_dict(), "vocab": self.vocab.chars, "first_char": self.first_char,
-                   "model": step.evaluated.state_dict(), "optimizer": step.optimizer.state_dict(),
-                   "scaler": step.scaler.state_dict(), **state.to_dict()}
-        if step.evaluated is not step.model:  # "model" is the average: --resume also needs the trained weights
-            payload["trained_model"] = step.model.state_dict()
+                   **self.step.state_dicts(), **state.to_dict()}
         save_checkpoint(payload, path)
         self.written += 1
         if path == self.paths.last or not self.paths.last.is_file():  # --resume takes last.pt, else best.pt

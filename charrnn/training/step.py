@@ -59,6 +59,15 @@ class TrainingStep:
         """The model the run scores, samples and checkpoints: the weights' moving average, or the weights."""
         return self.average.module if self.average is not None else self.model
 
+    def state_dicts(self) -> dict:
+        """What a checkpoint holds of the step: "model" the weights as scored (the average under train.ema), its
+        optimizer and scaler, and under train.ema "trained_model", the weights as trained, for --resume."""
+        states = {"model": self.evaluated.state_dict(), "optimizer": self.optimizer.state_dict(),
+                  "scaler": self.scaler.state_dict()}
+        if self.average is not None:
+            states["trained_model"] = self.model.state_dict()
+        return states
+
     def __call__(self, batcher, hidden: Hidden | None, lr: float, *flags: bool) -> tuple[StepResult, Hidden | None]:
         """One update on the batcher's next batch at learning rate lr, carrying hidden (stateful batching);
         returns the step's loss, gradient norm and agreed flags, and the hidden state to carry on."""
