@@ -225,13 +225,16 @@ class Tracker:
                                  ) from None
         self.scalars(record["step"], {"val/loss": record.get("val_loss"), "val/bpc": record.get("val_bpc"),
                                       "val/accuracy": record.get("val_accuracy")})
+        if "val_loss_average" in record:  # train.ema: both were scored, val/loss is the better
+            self.scalars(record["step"], {"val/loss_average": record["val_loss_average"],
+                                          "val/loss_weights": record["val_loss_weights"]})
         self._last_val = record.get("val_loss", float("nan"))
         if self._progress is not None:  # the bar was last drawn before this eval: show its val loss now
             self._progress.update(self._task, val=_fmt(self._last_val))
         train_loss = record["train_loss"]  # none before the first step (a fine-tuned run is scored at step 0)
         shown = f"{train_loss:.4f}" if isinstance(train_loss, float) and math.isfinite(train_loss) else "-"
         line = (f"step {record['step']}: train loss {shown}"
-                f"  val loss {record['val_loss']:.4f}  bpc {record['val_bpc']:.3f}"
+                f"  val loss {record['val_loss']:.4f}{_which(record)}  bpc {record['val_bpc']:.3f}"
                 f"  acc {record['val_accuracy']:.3f}  {record['chars_per_sec']:,.0f} chars/s")
         if self._progress is not None:
             self._progress.console.print(line)
@@ -300,3 +303,11 @@ def truncate_metrics(path: Path, step: int) -> None:
         except (ValueError, KeyError, TypeError):
             continue
     atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept).encode("utf-8")))
+
+
+def _which(record: dict[str, Any]) -> str:
+    """Under train.ema, which of the two scored models val loss is, and the other's: " (average; weights 1.4612)"."""
+    if "val_loss_average" not in record:
+        return ""
+    average, weights = record["val_loss_average"], record["val_loss_weights"]
+    return f" (average; weights {weights:.4f})" if average <= weights else f" (weights; average {average:.4f})"

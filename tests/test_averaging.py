@@ -51,19 +51,59 @@ def test_the_average_is_the_decayed_sum_of_the_weights_after_each_step(tmp_path)
     assert off.evaluated is model
 
 
-def test_checkpoints_evaluations_and_eval_use_the_average(tmp_path):
-    run = train(ema_config(tmp_path), quiet=True).run_dir
-    last = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert last["model"].keys() == last["trained_model"].keys()
-    assert any(not torch.equal(last["model"][k], last["trained_model"][k]) for k in last["model"])
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    best = min(metrics, key=lambda m: m["val_loss"])
-    res = runner.invoke(app, ["eval", str(run), "--json"])
+def metrics_of(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def eval_loss(run, *args):
+    res = runner.invoke(app, ["eval", str(run), "--json", *args])
     assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)["loss"]
+
+
+def test_checkpoints_evaluations_and_eval_use_the_average_where_it_scores_better(tmp_path):
+    run = train(ema_config(tmp_path, ema=0.9, max_steps=120, lr=0.05), quiet=True).run_dir
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["model"].keys() == last["trained_model"].keys() == last["average_model"].keys()
+    assert any(not torch.equal(last["average_model"][k], last["trained_model"][k]) for k in last["model"])
+    metrics = metrics_of(run)
+    assert all(m["val_loss"] == min(m["val_loss_average"], m["val_loss_weights"]) for m in metrics)
+    assert metrics[-1]["val_loss_average"] < metrics[-1]["val_loss_weights"]  # what the average is for
+    assert last["scored"] == "average"
+    assert all(torch.equal(last["model"][k], last["average_model"][k]) for k in last["model"])
+    best = min(metrics, key=lambda m: m["val_loss"])
     # best.pt's model is what the evaluation during training scored: the average
-    assert json.loads(res.stdout)["loss"] == pytest.approx(best["val_loss"], abs=1e-5)
-    res = runner.invoke(app, ["eval", str(run), "--checkpoint", "last", "--json"])
-    assert json.loads(res.stdout)["loss"] == pytest.approx(metrics[-1]["val_loss"], abs=1e-5)
+    assert eval_loss(run) == pytest.approx(best["val_loss"], abs=1e-5)
+    assert eval_loss(run, "--checkpoint", "last") == pytest.approx(metrics[-1]["val_loss"], abs=1e-5)
+
+
+def test_where_the_weights_score_better_than_their_average_the_run_keeps_the_weights(tmp_path):
+    """An average lags a model that is still improving: early in a run at a slow decay the weights score better,
+    and then they are what best.pt holds, what eval scores and what the record calls val_loss."""
+    run = train(ema_config(tmp_path, ema=0.99, max_steps=20), quiet=True).run_dir
+    metrics = metrics_of(run)
+    assert all(m["val_loss_weights"] < m["val_loss_average"] for m in metrics)
+    assert [m["val_loss"] for m in metrics] == [m["val_loss_weights"] for m in metrics]
+    for name in ("best", "last"):
+        saved = load_checkpoint(run / "checkpoints" / f"{name}.pt")
+        assert saved["scored"] == "weights"
+        assert all(torch.equal(saved["model"][k], saved["trained_model"][k]) for k in saved["model"])
+        assert not all(torch.equal(saved["model"][k], saved["average_model"][k]) for k in saved["model"])
+    assert eval_loss(run) == pytest.approx(min(m["val_loss"] for m in metrics), abs=1e-5)
+    # a resume puts the average back from average_model, not from "model" (here the weights): it goes on exactly
+    # as a run that never stopped
+    res = runner.invoke(app, ["train", "--resume", "--run-dir", str(run), "--set", "train.max_steps=40", "-q"])
+    assert res.exit_code == 0, res.output
+    whole = train(ema_config(tmp_path, ema=0.99, max_steps=40), run_dir=tmp_path / "whole", quiet=True).run_dir
+    a, b = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (run, whole))
+    for key in ("model", "trained_model", "average_model"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert a["scored"] == b["scored"]
+
+
+def test_the_console_says_which_of_the_two_scored(tmp_path, capsys):
+    train(ema_config(tmp_path, ema=0.99, max_steps=10), quiet=False)
+    assert "(weights; average " in capsys.readouterr().err
 
 
 def test_the_average_beats_the_weights_on_a_small_text_seen_many_times(tmp_path):

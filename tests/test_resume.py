@@ -88,7 +88,8 @@ def metrics_lines(run_dir: Path) -> list[dict]:
 def assert_same_state(a: dict, b: dict) -> None:
     assert a["step"] == b["step"]
     assert a.keys() == b.keys()
-    for weights in ("model", "trained_model"):  # trained_model: beside the weights' average (train.ema)
+    assert a.get("scored") == b.get("scored")  # train.ema: which of the two "model" is
+    for weights in ("model", "trained_model", "average_model"):  # under train.ema: the weights and their average
         assert a.get(weights, {}).keys() == b.get(weights, {}).keys()
         for key in a.get(weights, {}):
             assert torch.equal(a[weights][key], b[weights][key]), key

@@ -319,14 +319,15 @@ def _train_step(model: CharRNN, step: TrainingStep, batcher, hidden, lr: float):
 def _loop_overhead(cfg: Config, step: TrainingStep, ids: np.ndarray, eval_chars: int,
                    clock: Callable[[], float]) -> float:
     """Seconds per training step that the loop spends besides training steps at this width: its evaluations
-    (eval_chars characters every train.eval_every steps), checkpoints (last.pt every train.checkpoint_every
-    steps, best.pt at most once an evaluation) and TensorBoard samples (log.sample_length characters every
-    log.sample_every steps), each timed once here on a small piece."""
+    (eval_chars characters every train.eval_every steps, twice under train.ema), checkpoints (last.pt every
+    train.checkpoint_every steps, best.pt at most once an evaluation) and TensorBoard samples (log.sample_length
+    characters every log.sample_every steps), each timed once here on a small piece."""
     t, log, model = cfg.train, cfg.log, step.model
     began = clock()
     piece = min(len(ids) - 1, EVAL_PROBE_CHARS)
     evaluate(model, ids[: piece + 1], batch_size=64, device=step.device)
-    eval_s = (clock() - began) * eval_chars / max(piece, 1)
+    scored = 2 if step.average is not None else 1  # under train.ema an evaluation scores the average and the weights
+    eval_s = (clock() - began) * eval_chars / max(piece, 1) * scored
     began = clock()
     torch.save(step.state_dicts(), io.BytesIO())  # what a checkpoint holds of the step, the average included
     save_s = clock() - began

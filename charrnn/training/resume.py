@@ -12,7 +12,6 @@ from charrnn.config import Config, is_auto
 from charrnn.data.corpus import resolve_data_paths
 from charrnn.data.fingerprint import corpus_change
 from charrnn.errors import UserError, shown
-from charrnn.model import CharRNN
 from charrnn.paths import shown_path
 from charrnn.run import status as run_status
 from charrnn.run.checkpoint import load_resume_checkpoint
@@ -20,6 +19,7 @@ from charrnn.run.folder import RunPaths, check_run_dir
 from charrnn.training import autosize, distributed
 from charrnn.training.averaging import restore_average
 from charrnn.training.state import TrainState, set_rng_state
+from charrnn.training.step import TrainingStep
 
 
 def resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
@@ -34,15 +34,16 @@ def resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
     return cfg, saved
 
 
-def restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch.device,
-             dist: distributed.DistContext, root: Path, average=None) -> TrainState:
-    """Put a checkpoint's weights (and their moving average, train.ema), optimizer, data position and RNG back;
-    return its TrainState."""
+def restore(saved: dict, step: TrainingStep, batcher, dev: torch.device, dist: distributed.DistContext,
+            root: Path) -> TrainState:
+    """Put a checkpoint's weights (and their moving average, train.ema), optimizer, scaler, data position and RNG
+    into the step and the batcher; return its TrainState."""
     try:
-        model.load_state_dict(saved.get("trained_model", saved["model"]))
-        if average is not None:
-            restore_average(average, saved["model"], saved["step"])
-        optimizer.load_state_dict(saved["optimizer"])
+        step.model.load_state_dict(saved.get("trained_model", saved["model"]))
+        if step.average is not None:  # a checkpoint from before "average_model" holds the average as "model"
+            restore_average(step.average, saved.get("average_model", saved["model"]), saved["step"])
+            step.scores_average = saved.get("scored", "average") == "average"
+        step.optimizer.load_state_dict(saved["optimizer"])
         state = TrainState.from_dict(saved)
         batcher.load_state_dict(state.data)
         rngs = state.rank_rngs
@@ -51,7 +52,7 @@ def restore(saved: dict, model: CharRNN, optimizer, batcher, scaler, dev: torch.
         elif dist.rank == 0:
             set_rng_state(state.rng, dev)
         if saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
+            step.scaler.load_state_dict(saved["scaler"])
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         source = saved.get("resumed_from") or RunPaths(root).last
         raise UserError(f"cannot resume from {source}: it does not fit this run "

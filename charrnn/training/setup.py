@@ -71,7 +71,7 @@ def setup_trainer(cfg: Config, *, root: Path, resume: bool, overwrite: bool, qui
         torch.manual_seed(rank_seed(cfg.seed, dist.rank))  # each rank draws its own dropout masks
     state = TrainState(elapsed=auto.seconds)
     if saved:
-        state = restore(saved, model, step.optimizer, batcher, step.scaler, dev, dist, root, step.average)
+        state = restore(saved, step, batcher, dev, dist, root)
         state.hidden = hidden_to(state.hidden, dev)
     state.corpus = corpus.record  # what the checkpoints say the run trained on
     paths = _prepared_folder(cfg, root, resume, overwrite, dist)

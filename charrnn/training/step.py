@@ -50,22 +50,30 @@ class TrainingStep:
     grad_clip: float
     dist: DistContext
     average: torch.optim.swa_utils.AveragedModel | None = None
+    # Under train.ema, which of the two the last evaluation scored better (Trainer.validate scores both): the
+    # one that checkpoints hold as "model" and that samples and the final report use.
+    scores_average: bool = True
 
     def __post_init__(self) -> None:
         self.device = next(self.model.parameters()).device
 
     @property
     def evaluated(self) -> CharRNN:
-        """The model the run scores, samples and checkpoints: the weights' moving average, or the weights."""
-        return self.average.module if self.average is not None else self.model
+        """The model the run samples and checkpoints as "model": the weights' moving average where it scored better
+        than the weights at the last evaluation (train.ema), else the weights."""
+        return self.average.module if self.average is not None and self.scores_average else self.model
 
     def state_dicts(self) -> dict:
-        """What a checkpoint holds of the step: "model" the weights as scored (the average under train.ema), its
-        optimizer and scaler, and under train.ema "trained_model", the weights as trained, for --resume."""
+        """What a checkpoint holds of the step: "model" the weights as scored (under train.ema the better of the
+        average and the weights at the last evaluation), its optimizer and scaler, and under train.ema both sets
+        for --resume: "trained_model" the weights as trained, "average_model" their average, and "scored" which
+        of the two "model" is (torch.save writes the set that "model" shares once)."""
         states = {"model": self.evaluated.state_dict(), "optimizer": self.optimizer.state_dict(),
                   "scaler": self.scaler.state_dict()}
         if self.average is not None:
             states["trained_model"] = self.model.state_dict()
+            states["average_model"] = self.average.module.state_dict()
+            states["scored"] = "average" if self.scores_average else "weights"
         return states
 
     def __call__(self, batcher, hidden: Hidden | None, lr: float, *flags: bool) -> tuple[StepResult, Hidden | None]:

@@ -1,4 +1,5 @@
-"""Validation during training: what text is scored at each evaluation, and when patience runs out.
+"""Validation during training: what text is scored at each evaluation, which model (under train.ema the better of
+the weights and their average), and when patience runs out.
 
 An evaluation scores the validation split with the same function as `charrnn eval` (evaluate.evaluate). On a
 large corpus it scores a fixed sample of the split (train.eval_max_chars: auto): streams spread evenly over all
@@ -19,6 +20,7 @@ from charrnn.evaluate import Metrics, evaluate
 from charrnn.model import CharRNN
 from charrnn.training.distributed import DistContext
 from charrnn.training.state import TrainState
+from charrnn.training.step import TrainingStep
 
 # train.eval_max_chars: auto scores a quarter of the characters trained between two evaluations (scoring runs
 # forward only, on larger batches, at 3 to 4 times the training speed on a CPU, so evaluations then take 6 to
@@ -56,6 +58,18 @@ class Validation:
             raise TrainingFailed(f"validation loss is {metrics.loss} at step {step}; last good checkpoint: "
                                  f"{last_good}")
         return metrics
+
+    def score_step(self, step: TrainingStep, at: int, last_good: str) -> tuple[Metrics, dict]:
+        """Score the step's model. Under train.ema both the average and the weights as trained, keeping the better
+        (the step then samples and checkpoints it): an average lags a model that is still improving, so it must
+        not cost where the weights score better. Also returns both losses, for the record."""
+        if step.average is None:
+            return self.score(step.model, at, last_good), {}
+        average = self.score(step.average.module, at, last_good)
+        weights = self.score(step.model, at, last_good)
+        step.scores_average = average.loss <= weights.loss
+        return (average if step.scores_average else weights), {"val_loss_average": average.loss,
+                                                              "val_loss_weights": weights.loss}
 
     def record(self, state: TrainState, metrics: Metrics, stopped_by: str | None) -> tuple[bool, str | None]:
         """Put an evaluation into the state; returns whether it is the best so far, and why the run stops:
