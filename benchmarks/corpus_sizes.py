@@ -9,7 +9,8 @@ Corpora (made under --work from what the repository and this machine hold): pref
 Each run trains `configs/shakespeare.yaml` (or --config) on one corpus for --budget seconds, with the width `auto`
 picks or a fixed one (--widths auto 64 128 192 256: the same recipe, dropout and lr following the width), and
 prints one row: steps, passes over the training text, chars/s, the best and the last evaluation (and the step of
-each), the final training loss, and `charrnn eval RUN` on the whole validation split (the default checkpoint).
+each), the final training loss, and `charrnn eval RUN` on the whole validation split (the default checkpoint);
+under train.ema also the best evaluation of the average alone and of the weights alone (the run keeps the better).
 Rows are appended to --out as JSON lines as well. One run says little at 0.02: with the seed fixed, a run of
 names.txt at 30 s moves by 0.015 to 0.04 when its dropout moves from 0.22 to 0.23 (another mask stream), as much
 as a different seed. --seeds S1 S2 ... runs every row once with each seed, interleaved (width after width, then
@@ -119,7 +120,17 @@ def run(config: Path, corpus: Path, budget: float, width: str, work: Path, extra
             "epochs": round(last["step"] * step_chars / train_chars, 2), "chars_per_sec": round(last["chars_per_sec"]),
             "best_val": round(best["val_loss"], 4), "best_step": best["step"], "last_val": round(last["val_loss"], 4),
             "last_train": round(last["train_loss"], 4), "stopped_by": last.get("stopped_by", ""),
-            "eval_default": round(evaluated["loss"], 4), "cpu": describe_cpu()}
+            "eval_default": round(evaluated["loss"], 4), "cpu": describe_cpu(), **_each_scored(metrics)}
+
+
+def _each_scored(metrics: list[dict]) -> dict:
+    """Under train.ema, the best evaluation of the average alone and of the weights alone (the run keeps the better
+    of the two at each evaluation): what the run would have scored with the average always, or never."""
+    if "val_loss_average" not in metrics[-1]:
+        return {}
+    scored = [m for m in metrics if "val_loss_average" in m]
+    return {"best_average": round(min(m["val_loss_average"] for m in scored), 4),
+            "best_weights": round(min(m["val_loss_weights"] for m in scored), 4)}
 
 
 def main() -> None:
@@ -145,6 +156,8 @@ def main() -> None:
             row = run(args.config, corpus, args.budget, width, args.work, extra)
             evals.setdefault((row["corpus"], width), []).append((row["width"], row["eval_default"]))
             average = f", ema={row['ema']:g}" if row["ema"] else ""
+            if "best_average" in row:
+                average += f" (average alone {row['best_average']:.4f}, weights alone {row['best_weights']:.4f})"
             print(f"{row['corpus']:<16}{row['bytes'] // KB:>6}{row['budget']:>7g}{row['width']:>6}{row['steps']:>7}"
                   f"{row['epochs']:>7}{row['chars_per_sec']:>9,}{row['best_val']:>9.4f} ({row['best_step']:>5})"
                   f"{row['last_val']:>9.4f} ({row['steps']:>5}){row['last_train']:>7.3f}{row['eval_default']:>8.4f}"
