@@ -3,7 +3,7 @@
 On a small text the weights of one step overfit and jitter: the val loss of the model as trained jumps from one
 evaluation to the next, and the best one is partly luck. The average of the weights over the last few hundred
 steps (decay 0.998: each step's weights count 0.2%) scores better and moves smoothly (docs/choosing-the-width.md).
-But an average lags a model that is still improving, so each evaluation scores both (Trainer.validate) and the
+But an average lags a model that is still improving, so each evaluation scores both (Validation.score_step) and the
 better is what the checkpoint's "model" holds: `sample`, `eval`, `export` and fine-tuning use it unchanged.
 Training itself goes on with the weights the optimizer updates; checkpoints keep both sets for --resume. torch's
 own AveragedModel keeps the average (one foreach update a step).

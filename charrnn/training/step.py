@@ -50,7 +50,7 @@ class TrainingStep:
     grad_clip: float
     dist: DistContext
     average: torch.optim.swa_utils.AveragedModel | None = None
-    # Under train.ema, which of the two the last evaluation scored better (Trainer.validate scores both): the
+    # Under train.ema, which of the two the last evaluation scored better (Validation.score_step scores both): the
     # one that checkpoints hold as "model" and that samples and the final report use.
     scores_average: bool = True
 
