@@ -79,7 +79,8 @@ class TrainConfig:
     lr_step_every: float = _spec(0.33, lo=0.0, hi=1.0, lo_open=True, doc="step schedule: fraction of the run")
     lr_step_gamma: float = _spec(0.1, lo=0.0, hi=1.0, lo_open=True)
     warmup_steps: int = _spec(0, lo=0)
-    weight_decay: float = _spec(0.0, lo=0.0)
+    weight_decay: float | Auto = _spec(0.0, lo=0.0, doc="auto: 0.1, rising to 0.3 where the run passes over its "
+                                       "text 17 times or more")
     decay_vectors: bool = _spec(False, doc="weight decay on biases and other 1-D tensors too; default: matrices "
                                 "(and the embedding) only, as nanoGPT does")
     grad_clip: float = _spec(1.0, lo=0.0, doc="0 turns clipping off")
