@@ -306,8 +306,11 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def _which(record: dict[str, Any]) -> str:
-    """Under train.ema, which of the two scored models val loss is, and the other's: " (average; weights 1.4612)"."""
+    """Under train.ema, which of the two scored models val loss is (the one validation kept), and the other's:
+    " (average; weights 1.4612)"."""
     if "val_loss_average" not in record:
         return ""
     average, weights = record["val_loss_average"], record["val_loss_weights"]
-    return f" (average; weights {weights:.4f})" if average <= weights else f" (weights; average {average:.4f})"
+    if record["val_loss"] == average:
+        return f" (average; weights {weights:.4f})"
+    return f" (weights; average {average:.4f})"

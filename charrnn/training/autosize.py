@@ -148,7 +148,7 @@ def ema_for(passes: float | None, steps: float | None) -> float | None:
 def weight_decay_for(passes: float | None) -> float:
     """`weight_decay: auto` for a run that passes over its training text this many times: 0.1 up to 13 passes
     (and where the passes are not known), 0.3 from 17, linear between."""
-    return 0.1 if passes is None else round(_interpolate(WEIGHT_DECAY_BY_PASSES, passes), 2)
+    return WEIGHT_DECAY_BY_PASSES[0][1] if passes is None else round(_interpolate(WEIGHT_DECAY_BY_PASSES, passes), 2)
 
 
 def lr_for(width: int) -> float:
