@@ -89,8 +89,12 @@ class TrainConfig:
                                          "weights with this decay per step (0.998: about the last 500 steps); "
                                          "null: the weights; auto: on where the run passes over its text 10 "
                                          "times or more, over about the last eighth of its steps")
-    eval_every: int = _spec(200, lo=1)
+    eval_every: int | Auto = _spec(200, lo=1, doc="auto: every 500 steps, 250 where the run passes over its text 10 "
+                                   "times or more (a small text overfits between two evaluations 500 apart)")
     patience: int | None = _spec(None, lo=1, doc="stop after this many evaluations without a better val loss")
+    patience_from: float = _spec(0.0, lo=0.0, hi=1.0, doc="the fraction of the run (by steps, or by time under a "
+                                 "budget) before which patience does not stop it: early on the learning rate is "
+                                 "high and the val loss noisy")
     eval_max_chars: int | Auto | None = _spec(
         "auto", lo=1, doc="validation characters an evaluation during training scores: auto (a fixed sample of a "
         "large split), a number, or null (the whole split)")

@@ -25,10 +25,11 @@ from charrnn.errors import Interrupted, UserError
 from charrnn.model import CharRNN
 from charrnn.run.checkpoint import load_checkpoint
 from charrnn.tracking import Tracker
-from charrnn.training import autosize
+from charrnn.training import autosize, validation
 from charrnn.training.autosize import Measurement, choose, dropout_for, keep_resolved, lr_for, probe, resolve_auto
 from charrnn.training.distributed import DistContext
 from charrnn.training.loop import train
+from charrnn.training.step import build_step
 
 runner = CliRunner()
 
@@ -471,6 +472,58 @@ def test_weight_decay_auto_alone_is_resolved_and_named(tmp_path, monkeypatch):
     assert res.message == "auto: weight_decay=0.1 for hidden_size=8"
 
 
+def test_eval_every_follows_the_passes():
+    """A small text seen ten times and more reaches its best and rises past it within a few hundred steps: it is
+    evaluated every 250 steps, so that patience stops it near its best; a larger one every 500 (tinyshakespeare's
+    recipe, unchanged)."""
+    assert autosize.eval_every_for(None) == autosize.eval_every_for(4) == autosize.eval_every_for(9.9) == 500
+    assert autosize.eval_every_for(10) == autosize.eval_every_for(40) == 250
+    cfg = config_from_dict({"model": {"hidden_size": "auto"}, "train": {"time_budget": 10, "eval_every": "auto"}})
+    assert autosize.with_width(cfg, 96, 400_000, 20_000).train.eval_every == 250  # 20 passes
+    assert autosize.with_width(cfg, 96, 100_000, 20_000).train.eval_every == 500  # 5 passes
+    assert autosize.with_width(cfg, 96).train.eval_every == 500  # the passes are not known
+    fixed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, eval_every=100))
+    assert autosize.with_width(fixed, 96, 400_000, 20_000).train.eval_every == 100  # the user's choice stands
+
+
+def test_eval_every_auto_alone_is_resolved_and_named(tmp_path, monkeypatch):
+    """A fixed width whose only auto is eval_every: timed once for its passes under a time budget (a tiny text:
+    250), resolved from max_steps alone without a probe; the run's evaluations follow the resolved value."""
+    cfg = auto_config(tmp_path, max_steps=None, time_budget=100)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=8, dropout=0.0),
+                              train=dataclasses.replace(cfg.train, lr=0.01, eval_every="auto"))
+    ids, vocab_size = corpus_of(cfg)
+    VirtualMachine(monkeypatch, lambda width: width / 1000)
+    monkeypatch.setattr(autosize, "_loop_overhead", lambda *args: 0.0)
+    res = resolve_auto(cfg, ids, vocab_size, torch.device("cpu"), "fp32")
+    assert res.cfg.train.eval_every == 250 and res.message.startswith("auto: eval_every=250 for hidden_size=8")
+    steps = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget=None, max_steps=2))
+    res = resolve_auto(steps, ids, vocab_size, torch.device("cpu"), "fp32", step_limit=2)
+    assert (res.cfg.train.eval_every, res.seconds, res.message) == (500, 0.0, "auto: eval_every=500 for hidden_size=8")
+
+
+def test_the_probe_times_the_evaluations_of_each_widths_own_eval_every(tmp_path, monkeypatch):
+    """Under eval_every: auto a width that passes over the text often evaluates twice as often, each time on the
+    sample train.eval_max_chars: auto takes (a quarter of the characters trained between two, at least 50,000):
+    the probe's overhead per step follows the width's own config, not the unresolved one."""
+    cfg = autosize.with_width(auto_config(tmp_path), 8)
+    ids, vocab_size = corpus_of(cfg)
+    step, _ = build_step(cfg, CharRNN(vocab_size, cfg.model), "fp32", DistContext())
+    ticks = iter(range(1000))
+    clock = lambda: float(next(ticks))  # noqa: E731 - every timed piece takes one virtual second
+
+    def overhead(eval_every: int, eval_chars: int) -> float:
+        config = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, eval_every=eval_every),
+                                     log=dataclasses.replace(cfg.log, sample_every=0))
+        return autosize._loop_overhead(config, step, ids, eval_chars, clock)
+
+    piece = min(len(ids) - 1, autosize.EVAL_PROBE_CHARS)
+    cap_250 = validation.eval_char_cap(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, eval_every=250)))
+    big = 10 * cap_250
+    assert overhead(250, big) == pytest.approx(cap_250 / piece / 250 + 1 / cfg.train.checkpoint_every + 1 / 250)
+    assert overhead(250, 1000) == pytest.approx(1000 / piece / 250 + 1 / cfg.train.checkpoint_every + 1 / 250)
+
+
 def test_ema_auto_is_resolved_from_the_speed_the_probe_measures(tmp_path, monkeypatch):
     """Under a time budget the passes and steps come from the probed speed: a tiny text is passed over thousands
     of times and gets an average over an eighth of the steps; the auto line says so. With max_steps alone the run's
@@ -670,3 +723,6 @@ def test_keep_resolved_takes_the_runs_own_values_for_auto():
     assert keep_resolved(auto_ema, {"train": {}}).train.ema == "auto"  # a run from before train.ema
     auto_decay = config_from_dict({"train": {"weight_decay": "auto"}})
     assert keep_resolved(auto_decay, {"train": {"weight_decay": 0.3}}).train.weight_decay == 0.3
+    auto_evals = config_from_dict({"train": {"eval_every": "auto"}})
+    assert keep_resolved(auto_evals, {"train": {"eval_every": 250}}).train.eval_every == 250
+    assert keep_resolved(auto_evals, {"train": {}}).train.eval_every == "auto"  # a run from before it

@@ -64,6 +64,28 @@ def test_the_summary_says_early_stop(tmp_path):
     assert "stopped by: early stop (2 evaluations without a better val loss)" in res.stderr
 
 
+def test_patience_from_holds_the_stop_until_that_fraction_of_the_run(tmp_path):
+    """train.patience_from: 0.2 of a 1,000-step run: the run that stopped early goes on to step 200 (evaluations
+    every 5 steps) and stops there, its patience long spent; the same trajectory, so the same best model."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = train(overfitting_config(tmp_path / "a", patience=3), quiet=True)
+    assert straight.stopped_by == "early_stop" and straight.step < 200
+    held = train(overfitting_config(tmp_path / "b", patience=3, patience_from=0.2), quiet=True)
+    assert (held.stopped_by, held.step) == ("early_stop", 200)
+    assert held.best_step == straight.best_step and held.best_val_loss == straight.best_val_loss
+    lines = [json.loads(line) for line in (held.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(5, 201, 5))
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "half"])
+def test_bad_patience_from_is_one_line_and_no_run_folder(tmp_path, value):
+    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--set",
+                              f"log.dir={tmp_path / 'runs'}", "--set", f"train.patience_from={value}", "-q"])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "train.patience_from" in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("value", ["0", "-3", "1.5", "soon"])
 def test_bad_patience_is_one_line_and_no_run_folder(tmp_path, value):
     res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--set",

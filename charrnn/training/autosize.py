@@ -34,6 +34,7 @@ from charrnn.memory import parameter_count
 from charrnn.model import CharRNN
 from charrnn.training.distributed import DistContext
 from charrnn.training.step import NonFiniteStep, TrainingStep, build_step
+from charrnn.training.validation import eval_char_cap
 
 # Widths tried, narrowest first; probing stops at the first that falls short of the target (a wider one is
 # never faster), so a CPU probes a handful and a GPU goes on to the wide ones.
@@ -81,6 +82,11 @@ EMA_SHARE_OF_RUN = 0.125
 # auto picks (2x192, 16 to 32 passes), means of three seeds, 0.1 / 0.3: names.txt 1.3814 / 1.3594, 300 KB of
 # Python 2.0445 / 2.0114, licences 1.3885 / 1.3709 (docs/choosing-the-width.md).
 WEIGHT_DECAY_BY_PASSES = ((13, 0.1), (17, 0.3))
+# Steps between evaluations for `eval_every: auto`: 500, the Shakespeare recipe's, and 250 from EMA_FROM_PASSES
+# passes on. A text seen that often reaches its best val loss and rises 0.02 to 0.07 in the 2,000 steps that
+# patience 4 waits at 500; at 250 the same runs stop within 0.03 of their best. Measured at 100 s and 30 s on a
+# 2-core AVX-512 BF16 EPYC, three seeds each of names.txt, licences and 300 KB of Python (docs/choosing-the-width.md).
+EVAL_EVERY, EVAL_EVERY_SMALL_TEXT = 500, 250
 LR_BY_WIDTH = ((128, 0.01), (160, 0.008), (192, 0.007), (256, 0.006), (320, 0.005), (384, 0.0045), (512, 0.004))
 
 
@@ -151,6 +157,12 @@ def weight_decay_for(passes: float | None) -> float:
     return WEIGHT_DECAY_BY_PASSES[0][1] if passes is None else round(_interpolate(WEIGHT_DECAY_BY_PASSES, passes), 2)
 
 
+def eval_every_for(passes: float | None) -> int:
+    """`eval_every: auto` for a run that passes over its training text this many times: every 250 steps from
+    EMA_FROM_PASSES passes on, else (and where the passes are not known) every 500."""
+    return EVAL_EVERY_SMALL_TEXT if passes is not None and passes >= EMA_FROM_PASSES else EVAL_EVERY
+
+
 def lr_for(width: int) -> float:
     """The AdamW learning rate the measured runs used at this width (1e-2 at 128 down to 4e-3 at 512)."""
     lr = _interpolate(LR_BY_WIDTH, width)
@@ -200,7 +212,8 @@ def with_width(cfg: Config, width: int, chars: float | None = None, train_chars:
     train = dataclasses.replace(t, lr=lr_for(width) if is_auto(t.lr) else t.lr,
                                 weight_decay=weight_decay_for(passes) if is_auto(t.weight_decay) else t.weight_decay,
                                 batching=batching_for(passes) if is_auto(t.batching) else t.batching,
-                                ema=ema_for(passes, steps) if is_auto(t.ema) else t.ema)
+                                ema=ema_for(passes, steps) if is_auto(t.ema) else t.ema,
+                                eval_every=eval_every_for(passes) if is_auto(t.eval_every) else t.eval_every)
     return dataclasses.replace(cfg, model=model, train=train)
 
 
@@ -211,9 +224,10 @@ def probe(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: torch.dev
     """Time the run's own training step (training/step.py: DDP's all-reduce and the per-step sync included) for
     each candidate width on the run's batches, narrowest first, until a width falls short of the target, the next
     has more than `max_params` parameters (the narrowest is timed whatever its size) or PROBE_SHARE of `seconds`
-    is spent (after the first step); then what the loop does besides training steps
-    (evaluations of eval_chars characters, checkpoints, samples) is timed once per width and spread over its
-    steps. RNG states are restored, so the run trains as if no probe had happened."""
+    is spent (after the first step); then what the loop does besides training steps (evaluations of the
+    eval_chars characters of the scored text, or of the sample train.eval_max_chars takes, checkpoints, samples)
+    is timed once per width and spread over its steps. RNG states are restored, so the run trains as if no probe
+    had happened."""
     dist = dist or DistContext()
     timer = _Timer(clock, PROBE_SHARE * seconds)
     measured: list[Measurement] = []
@@ -331,15 +345,17 @@ def _train_step(model: CharRNN, step: TrainingStep, batcher, hidden, lr: float):
 def _loop_overhead(cfg: Config, step: TrainingStep, ids: np.ndarray, eval_chars: int,
                    clock: Callable[[], float]) -> float:
     """Seconds per training step that the loop spends besides training steps at this width: its evaluations
-    (eval_chars characters every train.eval_every steps, twice under train.ema), checkpoints (last.pt every
-    train.checkpoint_every steps, best.pt at most once an evaluation) and TensorBoard samples (log.sample_length
-    characters every log.sample_every steps), each timed once here on a small piece."""
+    (eval_chars characters, or the sample eval_char_cap takes of them, every train.eval_every steps of this
+    width's config, twice under train.ema), checkpoints (last.pt every train.checkpoint_every steps, best.pt at
+    most once an evaluation) and TensorBoard samples (log.sample_length characters every log.sample_every steps),
+    each timed once here on a small piece."""
     t, log, model = cfg.train, cfg.log, step.model
     began = clock()
     piece = min(len(ids) - 1, EVAL_PROBE_CHARS)
     evaluate(model, ids[: piece + 1], batch_size=64, device=step.device)
     scored = 2 if step.average is not None else 1  # under train.ema an evaluation scores the average and the weights
-    eval_s = (clock() - began) * eval_chars / max(piece, 1) * scored
+    cap = eval_char_cap(cfg)  # of this width's config: it may evaluate more often, on fewer characters each time
+    eval_s = (clock() - began) * (eval_chars if cap is None else min(eval_chars, cap)) / max(piece, 1) * scored
     began = clock()
     torch.save(step.state_dicts(), io.BytesIO())  # what a checkpoint holds of the step, the average included
     save_s = clock() - began
@@ -367,9 +383,10 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
                  step_limit: int | None = None, dist: DistContext | None = None,
                  candidates: Sequence[int] | None = None, eval_chars: int = 0) -> Resolution:
     """Replace every `auto` in the config: hidden_size by probing this machine (see `probe` and `choose`),
-    embedding_dim, dropout and lr from the width, dropout and batching from the passes over the training text.
+    embedding_dim, dropout and lr from the width, dropout, batching, ema, weight decay and eval_every from the
+    passes over the training text.
     Call it with the run's corpus, device, precision and threads set, before the model is built; the probe's
-    seconds count inside train.time_budget. eval_chars: characters each evaluation during training scores."""
+    seconds count inside train.time_budget. eval_chars: characters of the text evaluations score (the val split)."""
     m, t = cfg.model, cfg.train
     char_limit = step_limit * t.batch_size * t.seq_length if step_limit is not None else None
     if not is_auto(m.hidden_size):
@@ -421,9 +438,10 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
 
 
 def _follows_passes(cfg: Config) -> bool:
-    """Whether a train setting is auto that follows the passes over the text (batching, ema, weight decay)."""
+    """Whether a train setting is auto that follows the passes over the text (batching, ema, weight decay, the
+    steps between evaluations)."""
     t = cfg.train
-    return is_auto(t.batching) or is_auto(t.ema) or is_auto(t.weight_decay)
+    return is_auto(t.batching) or is_auto(t.ema) or is_auto(t.weight_decay) or is_auto(t.eval_every)
 
 
 def _costs(cfg: Config) -> tuple[bool, bool]:
@@ -438,7 +456,9 @@ def _auto_name(cfg: Config) -> str:
         return "dropout: auto"
     if is_auto(cfg.train.batching):
         return "batching: auto"
-    return "ema: auto" if is_auto(cfg.train.ema) else "weight_decay: auto"
+    if is_auto(cfg.train.ema):
+        return "ema: auto"
+    return "weight_decay: auto" if is_auto(cfg.train.weight_decay) else "eval_every: auto"
 
 
 def _followers(before: Config, after: Config) -> str:
@@ -456,11 +476,13 @@ def _followers(before: Config, after: Config) -> str:
         parts.append(f"batching={after.train.batching}")
     if is_auto(before.train.ema):
         parts.append(f"ema={after.train.ema:g}" if after.train.ema is not None else "ema=off")
+    if is_auto(before.train.eval_every):
+        parts.append(f"eval_every={after.train.eval_every}")
     return ", ".join(parts)
 
 
 _AUTO_KEYS = (("model", "hidden_size"), ("model", "embedding_dim"), ("model", "dropout"), ("train", "lr"),
-              ("train", "batching"), ("train", "ema"), ("train", "weight_decay"))
+              ("train", "batching"), ("train", "ema"), ("train", "weight_decay"), ("train", "eval_every"))
 # ... of which these resolve to null where they are off: a run's null is its choice, not a missing value.
 _OFF_IS_NULL = (("train", "ema"),)
 

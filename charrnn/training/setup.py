@@ -28,7 +28,7 @@ from charrnn.training.run_config import run_inputs
 from charrnn.training.state import TrainState
 from charrnn.training.step import build_step
 from charrnn.training.trainer import Trainer
-from charrnn.training.validation import Validation
+from charrnn.training.validation import Validation, scored_text
 from charrnn.vocab import Vocab
 
 
@@ -54,10 +54,11 @@ def setup_trainer(cfg: Config, *, root: Path, resume: bool, overwrite: bool, qui
     cfg, corpus = _corpus(cfg, saved, resume, quiet, dist)
     train_ids = corpus.splits["train"]
     # model.hidden_size: auto and friends: probe this machine now; the probe's seconds count inside the budget.
-    validation = Validation(cfg, corpus.splits, dev, precision, dist)
     auto = autosize.resolve_auto(cfg, train_ids, len(corpus.vocab), dev, precision, dist=dist,
-                                 step_limit=total_steps_for(cfg, len(train_ids)), eval_chars=validation.chars)
+                                 step_limit=total_steps_for(cfg, len(train_ids)),
+                                 eval_chars=len(scored_text(corpus.splits)) - 1)
     cfg = auto.cfg
+    validation = Validation(cfg, corpus.splits, dev, precision, dist)  # train.eval_every: auto resolved above
     check_training_fits(cfg, len(corpus.vocab), dev, dist.world_size)  # refuse what cannot fit, before building
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     batcher = make_batcher(cfg.train.batching, train_ids, cfg.train.batch_size, cfg.train.seq_length, cfg.seed,

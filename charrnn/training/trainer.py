@@ -153,7 +153,7 @@ class Trainer:
         state = self.state
         train_loss = state.window_loss / state.window_steps if state.window_steps else float("nan")
         metrics, both = self.validation.score_step(self.step, state.step, self.checkpoints.last_good())
-        better, stopped_by = self.validation.record(state, metrics, stopped_by)
+        better, stopped_by = self.validation.record(state, metrics, stopped_by, self._progress())
         record = {"step": state.step, "train_loss": train_loss, "val_loss": metrics.loss, "val_bpc": metrics.bpc,
                   "val_accuracy": metrics.accuracy, "lr": self.step.optimizer.param_groups[0]["lr"],
                   "chars_per_sec": self.speed, "elapsed_s": round(self.clock.elapsed(), 3), **both}

@@ -33,10 +33,15 @@ EVAL_MIN_CHARS = 50_000
 
 def eval_char_cap(cfg: Config) -> int | None:
     """How many validation characters an evaluation during training scores (None: the whole split)."""
-    t = cfg.train
+    t = cfg.train  # (eval_every resolved: autosize.with_width)
     if not is_auto(t.eval_max_chars):
         return t.eval_max_chars
     return max(EVAL_MIN_CHARS, int(EVAL_SHARE * t.eval_every * t.batch_size * t.seq_length))
+
+
+def scored_text(splits: dict[str, np.ndarray]) -> np.ndarray:
+    """The text evaluations score: the val split, or the training text where val is empty (tiny corpora)."""
+    return splits["val"] if len(splits["val"]) >= 2 else splits["train"]
 
 
 class Validation:
@@ -44,10 +49,10 @@ class Validation:
 
     def __init__(self, cfg: Config, splits: dict[str, np.ndarray], device: torch.device, precision: str,
                  dist: DistContext):
-        self.ids, self.name = splits["val"], "val"
-        if len(self.ids) < 2:
-            self.ids, self.name = splits["train"], "train"  # tiny corpora: score the training text
-        self.patience, self.device, self.precision, self.dist = cfg.train.patience, device, precision, dist
+        self.ids = scored_text(splits)
+        self.name = "val" if self.ids is splits["val"] else "train"
+        self.patience, self.patience_from = cfg.train.patience, cfg.train.patience_from
+        self.device, self.precision, self.dist = device, precision, dist
         self.max_chars = eval_char_cap(cfg)
         self.chars = len(self.ids) - 1 if self.max_chars is None else min(len(self.ids) - 1, self.max_chars)
 
@@ -71,15 +76,17 @@ class Validation:
         return (average if step.scores_average else weights), {"val_loss_average": average.loss,
                                                               "val_loss_weights": weights.loss}
 
-    def record(self, state: TrainState, metrics: Metrics, stopped_by: str | None) -> tuple[bool, str | None]:
+    def record(self, state: TrainState, metrics: Metrics, stopped_by: str | None,
+               progress: float) -> tuple[bool, str | None]:
         """Put an evaluation into the state; returns whether it is the best so far, and why the run stops:
-        stopped_by, or "early_stop" once train.patience evaluations in a row brought no better val loss (all
-        ranks agree)."""
+        stopped_by, or "early_stop" once train.patience evaluations in a row brought no better val loss and the
+        run is train.patience_from of the way through (progress: the fraction done; all ranks agree)."""
         state.val, state.val_step = metrics, state.step
         better = metrics.loss < state.best_val
         state.evals_since_best = 0 if better else state.evals_since_best + 1
         patience = self.patience
-        if stopped_by is None and self.dist.any_rank(bool(patience) and state.evals_since_best >= patience):
+        out_of_patience = bool(patience) and state.evals_since_best >= patience and progress >= self.patience_from
+        if stopped_by is None and self.dist.any_rank(out_of_patience):
             stopped_by = "early_stop"
         if better:
             state.best_val, state.best_step = metrics.loss, state.step
