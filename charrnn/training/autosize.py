@@ -83,9 +83,9 @@ EMA_SHARE_OF_RUN = 0.125
 # Python 2.0445 / 2.0114, licences 1.3885 / 1.3709 (docs/choosing-the-width.md).
 WEIGHT_DECAY_BY_PASSES = ((13, 0.1), (17, 0.3))
 # Steps between evaluations for `eval_every: auto`: 500, the Shakespeare recipe's, and 250 from EMA_FROM_PASSES
-# passes on. A text seen that often reaches its best val loss and rises 0.02 to 0.07 in the 2,000 steps that
-# patience 4 waits at 500; at 250 the same runs stop within 0.03 of their best. Measured at 100 s and 30 s on a
-# 2-core AVX-512 BF16 EPYC, three seeds each of names.txt, licences and 300 KB of Python (docs/choosing-the-width.md).
+# passes on. A text seen that often passes its best val loss and rises 0.02 to 0.07 in the 2,000 steps patience 4
+# waits at 500; at 250, with patience_from 0.5, runs end within 0.033 of their best (2-core AVX-512 BF16 EPYC,
+# 100 s and 30 s, seeds of names.txt, licences, 300 KB of Python: docs/choosing-the-width.md).
 EVAL_EVERY, EVAL_EVERY_SMALL_TEXT = 500, 250
 LR_BY_WIDTH = ((128, 0.01), (160, 0.008), (192, 0.007), (256, 0.006), (320, 0.005), (384, 0.0045), (512, 0.004))
 
@@ -437,11 +437,14 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
     return Resolution(resolved, message, seconds, pick.chars_per_sec)
 
 
+# The train settings whose `auto` follows the passes over the training text, in the order messages name them.
+_PASSES_KEYS = ("batching", "ema", "weight_decay", "eval_every")
+
+
 def _follows_passes(cfg: Config) -> bool:
     """Whether a train setting is auto that follows the passes over the text (batching, ema, weight decay, the
     steps between evaluations)."""
-    t = cfg.train
-    return is_auto(t.batching) or is_auto(t.ema) or is_auto(t.weight_decay) or is_auto(t.eval_every)
+    return any(is_auto(getattr(cfg.train, key)) for key in _PASSES_KEYS)
 
 
 def _costs(cfg: Config) -> tuple[bool, bool]:
@@ -450,15 +453,10 @@ def _costs(cfg: Config) -> tuple[bool, bool]:
 
 
 def _auto_name(cfg: Config) -> str:
-    if is_auto(cfg.model.hidden_size):
-        return "hidden_size: auto"
-    if is_auto(cfg.model.dropout):
-        return "dropout: auto"
-    if is_auto(cfg.train.batching):
-        return "batching: auto"
-    if is_auto(cfg.train.ema):
-        return "ema: auto"
-    return "weight_decay: auto" if is_auto(cfg.train.weight_decay) else "eval_every: auto"
+    """'hidden_size: auto': the first setting left to auto, for the messages that say what resolved."""
+    named = [("hidden_size", cfg.model.hidden_size), ("dropout", cfg.model.dropout)]
+    named += [(key, getattr(cfg.train, key)) for key in _PASSES_KEYS]
+    return next((f"{key}: auto" for key, value in named if is_auto(value)), "auto")
 
 
 def _followers(before: Config, after: Config) -> str:
