@@ -11,7 +11,8 @@ A rule only decides when to stop; until then the run is the same. So one run per
 Rules: "pN" stops after N evaluations without a better val loss (train.patience: N); "pN from F" only once the
 fraction F of the run is done (train.patience_from: F; the fraction of the time budget, from each record's
 elapsed_s, and the budget from the run's config.yaml); "rise R" also stops, from then on, at an evaluation more
-than R above the best (not a charrnn setting: a rule tried and not shipped). Per run and rule: the last
+than R above the best (not a charrnn setting: a rule tried and not shipped); "min D" counts an evaluation that
+beats the best by D or less as one without a better val loss (train.patience_min_delta: D). Per run and rule: the last
 evaluation above the best so far ("ends +x") and the best lost against the whole run's ("lost y"). Needs no
 torch: it reads files only.
 """
@@ -24,16 +25,19 @@ from pathlib import Path
 
 import yaml
 
-RULES = ((4, 0.0, None), (3, 0.0, None), (4, 0.5, None), (3, 0.5, None), (4, 0.5, 0.02))
+# (patience, patience_from, rise, patience_min_delta)
+RULES = ((4, 0.0, None, 0.0), (3, 0.0, None, 0.0), (4, 0.5, None, 0.0), (3, 0.5, None, 0.0), (4, 0.5, 0.02, 0.0),
+         (4, 0.5, None, 0.001), (4, 0.5, None, 0.002), (3, 0.5, None, 0.001))
 
 
 def replay(records: list[dict], budget: float | None, patience: int, start: float,
-           rise: float | None) -> tuple[float, float, int]:
+           rise: float | None, min_delta: float = 0.0) -> tuple[float, float, int]:
     """(last evaluation above the best so far, best lost against the whole run's, step it stopped at)."""
     best, since, stop = float("inf"), 0, records[-1]
     for record in records:
         loss = record["val_loss"]
-        best, since = (loss, 0) if loss < best else (best, since + 1)
+        since = 0 if loss < best - min_delta else since + 1  # as charrnn's Validation.record counts
+        best = min(best, loss)
         done = record["elapsed_s"] / budget if budget else 1.0
         risen = rise is not None and loss > best + rise
         if (since >= patience or risen) and done >= start:
@@ -66,8 +70,9 @@ def main() -> None:
 
 
 def _name(rule: tuple) -> str:
-    patience, start, rise = rule
-    return f"p{patience}" + (f" from {start:g}" if start else "") + (f" rise {rise:g}" if rise else "")
+    patience, start, rise, min_delta = rule
+    return (f"p{patience}" + (f" from {start:g}" if start else "") + (f" rise {rise:g}" if rise else "")
+            + (f" min {min_delta:g}" if min_delta else ""))
 
 
 if __name__ == "__main__":

@@ -95,6 +95,9 @@ class TrainConfig:
     patience_from: float = _spec(0.0, lo=0.0, hi=1.0, doc="the fraction of the run (by steps, or by time under a "
                                  "budget) before which patience does not stop it: early on the learning rate is "
                                  "high and the val loss noisy")
+    patience_min_delta: float = _spec(0.0, lo=0.0, doc="how much an evaluation must beat the best val loss by to "
+                                      "restart patience's count (best.pt keeps any better model): a late run's "
+                                      "gains of 0.0001 are noise, not learning")
     eval_max_chars: int | Auto | None = _spec(
         "auto", lo=1, doc="validation characters an evaluation during training scores: auto (a fixed sample of a "
         "large split), a number, or null (the whole split)")

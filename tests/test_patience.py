@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from conftest import REPO, tiny_config
 from typer.testing import CliRunner
 
 from charrnn.cli import app
+from charrnn.evaluate import Metrics
 from charrnn.run.checkpoint import load_checkpoint
+from charrnn.training.distributed import DistContext
 from charrnn.training.loop import train
+from charrnn.training.state import TrainState
+from charrnn.training.validation import Validation
 
 runner = CliRunner()
 
@@ -76,6 +83,51 @@ def test_patience_from_holds_the_stop_until_that_fraction_of_the_run(tmp_path):
     assert held.best_step == straight.best_step and held.best_val_loss == straight.best_val_loss
     lines = [json.loads(line) for line in (held.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == list(range(5, 201, 5))
+
+
+def _stops(tmp_path: Path, losses: list[float], **train_options) -> tuple[int | None, float]:
+    """Feed val losses to the patience rule: the evaluation (1-based) it stops at, or None, and the best kept."""
+    cfg = tiny_config(tmp_path, train=train_options)
+    ids = np.arange(8)
+    validation = Validation(cfg, {"train": ids, "val": ids}, torch.device("cpu"), "fp32", DistContext())
+    state = TrainState()
+    for n, loss in enumerate(losses, 1):
+        _, stopped_by = validation.record(state, Metrics(loss, loss, 1.0, 0.5, 7), None, progress=1.0)
+        if stopped_by:
+            return n, state.best_val
+    return None, state.best_val
+
+
+def test_gains_under_patience_min_delta_do_not_restart_the_count_but_best_pt_keeps_them(tmp_path):
+    """A late run's val loss creeping down by 0.0002 an evaluation is noise: with train.patience_min_delta 0.001
+    the three evaluations after 1.9 count as none better and the run stops; best.pt still took 1.8994."""
+    losses = [2.0, 1.9, 1.8998, 1.8996, 1.8994, 1.95]
+    assert _stops(tmp_path, losses, patience=3) == (None, 1.8994)
+    assert _stops(tmp_path, losses, patience=3, patience_min_delta=0.001) == (5, 1.8994)
+    steady = [2.0, 1.9, 1.898, 1.896, 1.894, 1.95]  # gains of 0.002: learning, the count restarts
+    assert _stops(tmp_path, steady, patience=3, patience_min_delta=0.001) == (None, 1.894)
+
+
+def test_the_summary_names_the_min_delta(tmp_path):
+    cfg = overfitting_config(tmp_path)
+    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--data", cfg.data.path,
+                              "--set", f"log.dir={tmp_path / 'runs'}", "--set", "data.val_fraction=0.25",
+                              "--set", "model.hidden_size=64", "--set", "model.encoding=embedding",
+                              "--set", "model.embedding_dim=16", "--set", "train.seq_length=16",
+                              "--set", "train.batch_size=16", "--set", "train.eval_every=5",
+                              "--set", "train.max_steps=1000", "--set", "train.patience=2",
+                              "--set", "train.patience_min_delta=0.001",
+                              "--set", "log.sample_every=0", "--set", "log.tensorboard=false"])
+    assert res.exit_code == 0, res.output
+    assert "early stop (2 evaluations without a better val loss by more than 0.001)" in res.stderr
+
+
+@pytest.mark.parametrize("value", ["-0.1", "small"])
+def test_bad_patience_min_delta_is_one_line_and_no_run_folder(tmp_path, value):
+    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--set",
+                              f"log.dir={tmp_path / 'runs'}", "--set", f"train.patience_min_delta={value}", "-q"])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "train.patience_min_delta" in res.stderr and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1.5", "half"])

@@ -85,7 +85,8 @@ def _summary(out: Console, cfg, result) -> None:
                   "to learn the training text by heart. sample and eval use best.pt; for this text, a shorter "
                   "train.time_budget or more model.dropout would do as well", markup=False)
     if result.stopped_by == "early_stop":
-        out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss)",
+        by = f" by more than {cfg.train.patience_min_delta:g}" if cfg.train.patience_min_delta else ""
+        out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss{by})",
                   markup=False)
     if result.predicted_chars_per_sec:
         out.print(f"speed: {result.chars_per_sec:,.0f} chars/s (the width probe predicted "

@@ -47,7 +47,7 @@ class TrainState:
     step: int = 0
     best_val: float = math.inf
     best_step: int = -1  # the step best.pt holds
-    evals_since_best: int = 0  # evaluations without a better val loss (train.patience)
+    evals_since_best: int = 0  # evaluations without a better val loss (train.patience, patience_min_delta)
     elapsed: float = 0.0  # training seconds of the sessions before this one
     hidden: Hidden | None = None  # the global batch's carried hidden state (stateful batching), as last synced
     data: dict = field(default_factory=dict)  # the batcher's position

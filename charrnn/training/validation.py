@@ -51,7 +51,8 @@ class Validation:
                  dist: DistContext):
         self.ids = scored_text(splits)
         self.name = "val" if self.ids is splits["val"] else "train"
-        self.patience, self.patience_from = cfg.train.patience, cfg.train.patience_from
+        t = cfg.train
+        self.patience, self.patience_from, self.min_delta = t.patience, t.patience_from, t.patience_min_delta
         self.device, self.precision, self.dist = device, precision, dist
         self.max_chars = eval_char_cap(cfg)
         self.chars = len(self.ids) - 1 if self.max_chars is None else min(len(self.ids) - 1, self.max_chars)
@@ -79,11 +80,12 @@ class Validation:
     def record(self, state: TrainState, metrics: Metrics, stopped_by: str | None,
                progress: float) -> tuple[bool, str | None]:
         """Put an evaluation into the state; returns whether it is the best so far, and why the run stops:
-        stopped_by, or "early_stop" once train.patience evaluations in a row brought no better val loss and the
-        run is train.patience_from of the way through (progress: the fraction done; all ranks agree)."""
+        stopped_by, or "early_stop" once train.patience evaluations in a row brought no val loss better by more
+        than train.patience_min_delta and the run is train.patience_from of the way through (progress: the
+        fraction done; all ranks agree)."""
         state.val, state.val_step = metrics, state.step
         better = metrics.loss < state.best_val
-        state.evals_since_best = 0 if better else state.evals_since_best + 1
+        state.evals_since_best = 0 if metrics.loss < state.best_val - self.min_delta else state.evals_since_best + 1
         patience = self.patience
         out_of_patience = bool(patience) and state.evals_since_best >= patience and progress >= self.patience_from
         if stopped_by is None and self.dist.any_rank(out_of_patience):
