@@ -58,16 +58,22 @@ def test_without_patience_the_same_run_goes_on(tmp_path):
     assert result.stopped_by == "max_steps" and result.step == 60
 
 
-def test_the_summary_says_early_stop(tmp_path):
+def _train_overfitting_on_the_command_line(tmp_path, *sets: str):
+    """`charrnn train` on the overfitting text with patience 2 (and these --set values), as a user would."""
     cfg = overfitting_config(tmp_path)
-    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--data", cfg.data.path,
-                              "--set", f"log.dir={tmp_path / 'runs'}", "--set", "data.val_fraction=0.25",
-                              "--set", "model.hidden_size=64", "--set", "model.encoding=embedding",
-                              "--set", "model.embedding_dim=16", "--set", "train.seq_length=16",
-                              "--set", "train.batch_size=16", "--set", "train.eval_every=5",
-                              "--set", "train.max_steps=1000", "--set", "train.patience=2",
-                              "--set", "log.sample_every=0", "--set", "log.tensorboard=false"])
+    args = ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--data", cfg.data.path]
+    for setting in (f"log.dir={tmp_path / 'runs'}", "data.val_fraction=0.25", "model.hidden_size=64",
+                    "model.encoding=embedding", "model.embedding_dim=16", "train.seq_length=16",
+                    "train.batch_size=16", "train.eval_every=5", "train.max_steps=1000", "train.patience=2",
+                    "log.sample_every=0", "log.tensorboard=false", *sets):
+        args += ["--set", setting]
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
+    return res
+
+
+def test_the_summary_says_early_stop(tmp_path):
+    res = _train_overfitting_on_the_command_line(tmp_path)
     assert "stopped by: early stop (2 evaluations without a better val loss)" in res.stderr
 
 
@@ -109,40 +115,19 @@ def test_gains_under_patience_min_delta_do_not_restart_the_count_but_best_pt_kee
 
 
 def test_the_summary_names_the_min_delta(tmp_path):
-    cfg = overfitting_config(tmp_path)
-    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--data", cfg.data.path,
-                              "--set", f"log.dir={tmp_path / 'runs'}", "--set", "data.val_fraction=0.25",
-                              "--set", "model.hidden_size=64", "--set", "model.encoding=embedding",
-                              "--set", "model.embedding_dim=16", "--set", "train.seq_length=16",
-                              "--set", "train.batch_size=16", "--set", "train.eval_every=5",
-                              "--set", "train.max_steps=1000", "--set", "train.patience=2",
-                              "--set", "train.patience_min_delta=0.001",
-                              "--set", "log.sample_every=0", "--set", "log.tensorboard=false"])
-    assert res.exit_code == 0, res.output
+    res = _train_overfitting_on_the_command_line(tmp_path, "train.patience_min_delta=0.001")
     assert "early stop (2 evaluations without a better val loss by more than 0.001)" in res.stderr
 
 
-@pytest.mark.parametrize("value", ["-0.1", "small"])
-def test_bad_patience_min_delta_is_one_line_and_no_run_folder(tmp_path, value):
+BAD_VALUES = [("patience", v) for v in ("0", "-3", "1.5", "soon")] + \
+    [("patience_from", v) for v in ("-0.1", "1.5", "half")] + [("patience_min_delta", v) for v in ("-0.1", "small")]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_VALUES)
+def test_a_bad_patience_setting_is_one_line_and_no_run_folder(tmp_path, key, value):
     res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--set",
-                              f"log.dir={tmp_path / 'runs'}", "--set", f"train.patience_min_delta={value}", "-q"])
-    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
-    assert "train.patience_min_delta" in res.stderr and not (tmp_path / "runs").exists()
-
-
-@pytest.mark.parametrize("value", ["-0.1", "1.5", "half"])
-def test_bad_patience_from_is_one_line_and_no_run_folder(tmp_path, value):
-    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--set",
-                              f"log.dir={tmp_path / 'runs'}", "--set", f"train.patience_from={value}", "-q"])
-    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "train.patience_from" in res.stderr
-    assert not (tmp_path / "runs").exists()
-
-
-@pytest.mark.parametrize("value", ["0", "-3", "1.5", "soon"])
-def test_bad_patience_is_one_line_and_no_run_folder(tmp_path, value):
-    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "ihello.yaml"), "--set",
-                              f"log.dir={tmp_path / 'runs'}", "--set", f"train.patience={value}", "-q"])
-    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "train.patience" in res.stderr
+                              f"log.dir={tmp_path / 'runs'}", "--set", f"train.{key}={value}", "-q"])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and f"train.{key}" in res.stderr
     assert not (tmp_path / "runs").exists()
 
 
