@@ -98,6 +98,9 @@ class TrainConfig:
     patience_min_delta: float = _spec(0.0, lo=0.0, doc="how much an evaluation must beat the best val loss by to "
                                       "restart patience's count (best.pt keeps any better model): a late run's "
                                       "gains of 0.0001 are noise, not learning")
+    patience_rises: int | None = _spec(None, lo=1, doc="also stop after this many evaluations in a row that each "
+                                       "scored worse than the one before (from patience_from on): a model "
+                                       "learning its text by heart, its val loss climbing from its best")
     eval_max_chars: int | Auto | None = _spec(
         "auto", lo=1, doc="validation characters an evaluation during training scores: auto (a fixed sample of a "
         "large split), a number, or null (the whole split)")

@@ -25,10 +25,11 @@ from charrnn.errors import Interrupted, UserError
 from charrnn.model import CharRNN
 from charrnn.run.checkpoint import load_checkpoint
 from charrnn.tracking import Tracker
-from charrnn.training import autosize, validation
-from charrnn.training.autosize import Measurement, choose, dropout_for, keep_resolved, lr_for, probe, resolve_auto
+from charrnn.training import autosize, recipe, validation
+from charrnn.training.autosize import Measurement, choose, keep_resolved, probe, resolve_auto
 from charrnn.training.distributed import DistContext
 from charrnn.training.loop import train
+from charrnn.training.recipe import dropout_for, lr_for
 from charrnn.training.step import build_step
 
 runner = CliRunner()
@@ -264,7 +265,7 @@ def test_probe_takes_a_fixed_number_of_steps_per_width_and_stops_at_the_first_sh
 def test_probe_stops_before_a_width_too_big_for_the_text_and_says_so(tmp_path, monkeypatch):
     cfg = auto_config(tmp_path, max_steps=None)
     ids, vocab_size = corpus_of(cfg)
-    params = {w: autosize.parameter_count(vocab_size, autosize.with_width(cfg, w).model) for w in (12, 16)}
+    params = {w: autosize.parameter_count(vocab_size, recipe.with_width(cfg, w).model) for w in (12, 16)}
     vm = VirtualMachine(monkeypatch, lambda width: width / 1000, params_per_char=(params[12] + 1) / len(ids))
     monkeypatch.setattr(autosize, "TARGET_CHARS_PER_PARAM", 0.1)  # every width sees enough characters
     res = resolve_auto(cfg, ids, vocab_size, torch.device("cpu"), "fp32", candidates=(8, 12, 16, 24, 32))
@@ -394,7 +395,7 @@ def test_resolve_auto_fills_every_auto_and_says_why(tmp_path, monkeypatch):
     res = resolve_auto(budget_only, ids, vocab_size, torch.device("cpu"), "fp32")
     passes = budget_only.train.time_budget * res.chars_per_sec / len(ids)
     assert res.seconds > 0 and res.cfg.model.hidden_size == 256
-    assert res.cfg.model.dropout == autosize.dropout_for(256, passes) and passes > 20  # a tiny text: many passes
+    assert res.cfg.model.dropout == recipe.dropout_for(256, passes) and passes > 20  # a tiny text: many passes
     assert res.message.startswith("auto: dropout=0.3, lr=0.006 for hidden_size=256 (")
 
 
@@ -410,49 +411,49 @@ def test_dropout_follows_the_passes_over_the_text_as_well_as_the_width():
 def test_batching_follows_the_passes_over_the_text():
     """Issue 21: stateful streams win where the run sees its text up to a few dozen times (tinyshakespeare at 100 s,
     6 passes: 0.05 better; 300 KB of Python, 18: 0.07); on 100 KB seen 74-111 times, random windows win (0.03)."""
-    assert autosize.batching_for(6) == autosize.batching_for(30) == "stateful"
-    assert autosize.batching_for(autosize.RANDOM_BATCHES_FROM_PASSES) == autosize.batching_for(60) == "random"
-    assert autosize.batching_for(None) == "stateful"  # passes unknown
+    assert recipe.batching_for(6) == recipe.batching_for(30) == "stateful"
+    assert recipe.batching_for(recipe.RANDOM_BATCHES_FROM_PASSES) == recipe.batching_for(60) == "random"
+    assert recipe.batching_for(None) == "stateful"  # passes unknown
     cfg = config_from_dict({"model": {"hidden_size": "auto"}, "train": {"time_budget": 10, "batching": "auto"}})
-    assert autosize.with_width(cfg, 96, 60, 1).train.batching == "random"
-    assert autosize.with_width(cfg, 96, 3, 1).train.batching == "stateful"
+    assert recipe.with_width(cfg, 96, 60, 1).train.batching == "random"
+    assert recipe.with_width(cfg, 96, 3, 1).train.batching == "stateful"
     fixed = config_from_dict({"model": {"hidden_size": "auto"}, "train": {"time_budget": 10, "batching": "stateful"}})
-    assert autosize.with_width(fixed, 96, 60, 1).train.batching == "stateful"  # the user's choice stands
+    assert recipe.with_width(fixed, 96, 60, 1).train.batching == "stateful"  # the user's choice stands
 
 
 def test_ema_follows_the_passes_and_the_length_of_the_run():
     """Issue 21: on a text seen a dozen times and more, the val loss of the weights jumps between evaluations and
     creeps up after its best (licences and 300 KB of Python at 100 s ended 0.04 and 0.07 above it); a moving
     average of the weights stays near its best. On tinyshakespeare (6 passes) it lags and costs 0.005: off."""
-    assert autosize.ema_for(6, 3000) is None and autosize.ema_for(None, 3000) is None
-    assert autosize.ema_for(20, None) is None  # the run's length is not known
-    assert autosize.ema_for(autosize.EMA_FROM_PASSES, 4000) == 0.998  # about the last 500 of 4,000 steps
-    assert autosize.ema_for(30, 1000) == 0.992 and autosize.ema_for(30, 16000) == 0.9995
-    assert autosize.ema_for(30, 8) == 0.9  # a run too short to average over an eighth: ten steps
+    assert recipe.ema_for(6, 3000) is None and recipe.ema_for(None, 3000) is None
+    assert recipe.ema_for(20, None) is None  # the run's length is not known
+    assert recipe.ema_for(recipe.EMA_FROM_PASSES, 4000) == 0.998  # about the last 500 of 4,000 steps
+    assert recipe.ema_for(30, 1000) == 0.992 and recipe.ema_for(30, 16000) == 0.9995
+    assert recipe.ema_for(30, 8) == 0.9  # a run too short to average over an eighth: ten steps
     cfg = config_from_dict({"model": {"hidden_size": "auto"}, "train": {"time_budget": 10, "ema": "auto",
                                                                         "batch_size": 10, "seq_length": 10}})
-    assert autosize.with_width(cfg, 96, 400_000, 20_000).train.ema == 0.998  # 20 passes, 4,000 steps
-    assert autosize.with_width(cfg, 96, 100_000, 20_000).train.ema is None  # 5 passes
-    assert autosize.with_width(cfg, 96).train.ema is None  # the run's length is not known
+    assert recipe.with_width(cfg, 96, 400_000, 20_000).train.ema == 0.998  # 20 passes, 4,000 steps
+    assert recipe.with_width(cfg, 96, 100_000, 20_000).train.ema is None  # 5 passes
+    assert recipe.with_width(cfg, 96).train.ema is None  # the run's length is not known
     fixed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ema=0.99))
-    assert autosize.with_width(fixed, 96, 100_000, 20_000).train.ema == 0.99  # the user's choice stands
+    assert recipe.with_width(fixed, 96, 100_000, 20_000).train.ema == 0.99  # the user's choice stands
     off = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ema=None))
-    assert autosize.with_width(off, 96, 400_000, 20_000).train.ema is None
+    assert recipe.with_width(off, 96, 400_000, 20_000).train.ema is None
 
 
 def test_weight_decay_follows_the_passes():
     """On a small text seen 17 times and more, a 2x192 at dropout 0.3 with the average still learns it by heart;
     weight decay 0.3 scored 0.02 to 0.05 better than 0.1 on names, 300 KB of Python and the licences at 100 s, while
     tinyshakespeare's recipe (a few passes) was measured with 0.1."""
-    assert autosize.weight_decay_for(None) == autosize.weight_decay_for(4) == autosize.weight_decay_for(13) == 0.1
-    assert autosize.weight_decay_for(15) == 0.2 and autosize.weight_decay_for(17) == autosize.weight_decay_for(40) \
+    assert recipe.weight_decay_for(None) == recipe.weight_decay_for(4) == recipe.weight_decay_for(13) == 0.1
+    assert recipe.weight_decay_for(15) == 0.2 and recipe.weight_decay_for(17) == recipe.weight_decay_for(40) \
         == 0.3
     cfg = config_from_dict({"model": {"hidden_size": "auto"}, "train": {"time_budget": 10, "weight_decay": "auto"}})
-    assert autosize.with_width(cfg, 96, 400_000, 20_000).train.weight_decay == 0.3  # 20 passes
-    assert autosize.with_width(cfg, 96, 100_000, 20_000).train.weight_decay == 0.1  # 5 passes
-    assert autosize.with_width(cfg, 96).train.weight_decay == 0.1  # the passes are not known
+    assert recipe.with_width(cfg, 96, 400_000, 20_000).train.weight_decay == 0.3  # 20 passes
+    assert recipe.with_width(cfg, 96, 100_000, 20_000).train.weight_decay == 0.1  # 5 passes
+    assert recipe.with_width(cfg, 96).train.weight_decay == 0.1  # the passes are not known
     fixed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, weight_decay=0.05))
-    assert autosize.with_width(fixed, 96, 400_000, 20_000).train.weight_decay == 0.05  # the user's choice stands
+    assert recipe.with_width(fixed, 96, 400_000, 20_000).train.weight_decay == 0.05  # the user's choice stands
 
 
 def test_weight_decay_auto_alone_is_resolved_and_named(tmp_path, monkeypatch):
@@ -476,14 +477,14 @@ def test_eval_every_follows_the_passes():
     """A small text seen ten times and more reaches its best and rises past it within a few hundred steps: it is
     evaluated every 250 steps, so that patience stops it near its best; a larger one every 500 (tinyshakespeare's
     recipe, unchanged)."""
-    assert autosize.eval_every_for(None) == autosize.eval_every_for(4) == autosize.eval_every_for(9.9) == 500
-    assert autosize.eval_every_for(10) == autosize.eval_every_for(40) == 250
+    assert recipe.eval_every_for(None) == recipe.eval_every_for(4) == recipe.eval_every_for(9.9) == 500
+    assert recipe.eval_every_for(10) == recipe.eval_every_for(40) == 250
     cfg = config_from_dict({"model": {"hidden_size": "auto"}, "train": {"time_budget": 10, "eval_every": "auto"}})
-    assert autosize.with_width(cfg, 96, 400_000, 20_000).train.eval_every == 250  # 20 passes
-    assert autosize.with_width(cfg, 96, 100_000, 20_000).train.eval_every == 500  # 5 passes
-    assert autosize.with_width(cfg, 96).train.eval_every == 500  # the passes are not known
+    assert recipe.with_width(cfg, 96, 400_000, 20_000).train.eval_every == 250  # 20 passes
+    assert recipe.with_width(cfg, 96, 100_000, 20_000).train.eval_every == 500  # 5 passes
+    assert recipe.with_width(cfg, 96).train.eval_every == 500  # the passes are not known
     fixed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, eval_every=100))
-    assert autosize.with_width(fixed, 96, 400_000, 20_000).train.eval_every == 100  # the user's choice stands
+    assert recipe.with_width(fixed, 96, 400_000, 20_000).train.eval_every == 100  # the user's choice stands
 
 
 def test_eval_every_auto_alone_is_resolved_and_named(tmp_path, monkeypatch):
@@ -506,7 +507,7 @@ def test_the_probe_times_the_evaluations_of_each_widths_own_eval_every(tmp_path,
     """Under eval_every: auto a width that passes over the text often evaluates twice as often, each time on the
     sample train.eval_max_chars: auto takes (a quarter of the characters trained between two, at least 50,000):
     the probe's overhead per step follows the width's own config, not the unresolved one."""
-    cfg = autosize.with_width(auto_config(tmp_path), 8)
+    cfg = recipe.with_width(auto_config(tmp_path), 8)
     ids, vocab_size = corpus_of(cfg)
     step, _ = build_step(cfg, CharRNN(vocab_size, cfg.model), "fp32", DistContext())
     ticks = iter(range(1000))
@@ -534,7 +535,7 @@ def test_ema_auto_is_resolved_from_the_speed_the_probe_measures(tmp_path, monkey
     monkeypatch.setattr(autosize, "_loop_overhead", lambda *args: 0.0)
     res = resolve_auto(cfg, ids, vocab_size, torch.device("cpu"), "fp32", candidates=(8, 12, 16))
     steps = res.chars_per_sec * (100 - res.seconds) / (3 * 8)
-    assert res.cfg.train.ema == autosize.ema_for(1e9, steps) and 0.9995 >= res.cfg.train.ema > 0.99
+    assert res.cfg.train.ema == recipe.ema_for(1e9, steps) and 0.9995 >= res.cfg.train.ema > 0.99
     assert f"ema={res.cfg.train.ema:g}" in res.message
     fixed = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=8, dropout=0.0),
                                 train=dataclasses.replace(cfg.train, time_budget=None, max_steps=24, lr=0.01))
@@ -548,7 +549,7 @@ def test_the_probe_times_a_checkpoint_as_the_run_writes_it(tmp_path, monkeypatch
     --resume): the probe times saving both, as distinct storages (torch.save writes a storage it sees twice once),
     as the run's checkpoints hold them."""
     cfg = auto_config(tmp_path, ema=ema)
-    cfg = autosize.with_width(cfg, 8)
+    cfg = recipe.with_width(cfg, 8)
     ids, vocab_size = corpus_of(cfg)
     model = CharRNN(vocab_size, cfg.model)
     saved = []
@@ -591,7 +592,7 @@ def test_each_width_is_timed_with_the_dropout_it_would_train_with(tmp_path, monk
     res = resolve_auto(cfg, ids, vocab_size, torch.device("cpu"), "fp32", candidates=(8, 12, 16))
     for width, dropouts in vm.dropouts.items():
         with torch.device("meta"):
-            params = sum(p.numel() for p in CharRNN(vocab_size, autosize.with_width(cfg, width).model).parameters())
+            params = sum(p.numel() for p in CharRNN(vocab_size, recipe.with_width(cfg, width).model).parameters())
         assert set(dropouts) == {dropout_for(width, autosize.chars_if_picked(params) / len(ids))}
         assert dropouts[0] > 0.2  # a tiny text: many passes
     pick = res.cfg.model.hidden_size
@@ -650,12 +651,12 @@ def run_auto(monkeypatch):
     VirtualMachine(monkeypatch, lambda width: width / 1000)
 
 
-@pytest.mark.parametrize("ema_from_passes, ema", [(autosize.EMA_FROM_PASSES, None), (1.0, 0.9)])
+@pytest.mark.parametrize("ema_from_passes, ema", [(recipe.EMA_FROM_PASSES, None), (1.0, 0.9)])
 def test_an_auto_run_is_stored_resolved_and_resumes_bit_exactly(tmp_path, monkeypatch, ema_from_passes, ema):
     """Every auto is stored as it resolved, ema's null (off) included, and the resumed run keeps it: with the
     average off (24 steps pass over the text under twice) and on (from one pass: over ten of the 24 steps)."""
     run_auto(monkeypatch)
-    monkeypatch.setattr(autosize, "EMA_FROM_PASSES", ema_from_passes)
+    monkeypatch.setattr(recipe, "EMA_FROM_PASSES", ema_from_passes)
     cfg = auto_config(tmp_path, batching="auto", ema="auto")
     reference = train(cfg, run_dir=tmp_path / "reference", quiet=True).run_dir
     saved = yaml.safe_load((reference / "config.yaml").read_text())
@@ -705,7 +706,7 @@ def test_resuming_an_auto_run_keeps_its_width_and_refuses_another(tmp_path, monk
 def test_a_tied_embedding_follows_the_width():
     cfg = config_from_dict({"model": {"hidden_size": "auto", "embedding_dim": 64, "tie_weights": True},
                             "train": {"time_budget": 10}})
-    assert autosize.with_width(cfg, 96).model.embedding_dim == 96
+    assert recipe.with_width(cfg, 96).model.embedding_dim == 96
 
 
 def test_keep_resolved_takes_the_runs_own_values_for_auto():

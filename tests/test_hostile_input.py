@@ -24,7 +24,7 @@ from charrnn.memory import device_memory, parameter_count, training_memory
 from charrnn.model import CharRNN
 from charrnn.sampling import SamplingOptions, choose_next, filter_logits, generate, sample_text
 from charrnn.stepper import make_stepper
-from charrnn.training import autosize
+from charrnn.training import autosize, recipe
 from charrnn.vocab import Vocab
 
 runner = CliRunner()
@@ -407,7 +407,7 @@ def test_the_memory_estimate_lets_ordinary_configs_through():
     for config in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
         cfg = load_config(config)
         if autosize.is_auto(cfg.model.hidden_size):  # resolved before the check: take a wide choice
-            cfg = autosize.with_width(cfg, 1024)
+            cfg = recipe.with_width(cfg, 1024)
         need = training_memory(cfg, vocab_size=200)
         assert need.total < min(capacity, 4e9), (config, need)
 

@@ -119,8 +119,47 @@ def test_the_summary_names_the_min_delta(tmp_path):
     assert "early stop (2 evaluations without a better val loss by more than 0.001)" in res.stderr
 
 
+def test_patience_rises_stops_a_climbing_val_loss_and_not_a_noisy_one(tmp_path):
+    """train.patience_rises 2: two evaluations in a row that each scored worse than the one before stop the run (a
+    model learning its text by heart), where patience 4 would wait two more; a val loss that rises and falls in
+    turn, as a noisy one does on its way down, goes on. best.pt keeps the best either way."""
+    climbing = [2.0, 1.9, 1.85, 1.86, 1.88, 1.90, 1.93]
+    assert _stops(tmp_path, climbing, patience=4) == (7, 1.85)
+    assert _stops(tmp_path, climbing, patience=4, patience_rises=2) == (5, 1.85)
+    noisy = [2.0, 1.9, 1.95, 1.88, 1.92, 1.87, 1.90, 1.86]
+    assert _stops(tmp_path, noisy, patience_rises=2) == (None, 1.86)
+
+
+def test_patience_rises_waits_for_patience_from(tmp_path):
+    cfg = tiny_config(tmp_path, train={"patience_rises": 2, "patience_from": 0.5})
+    ids = np.arange(8)
+    validation = Validation(cfg, {"train": ids, "val": ids}, torch.device("cpu"), "fp32", DistContext())
+    state = TrainState()
+    for loss, progress, stops in ((2.0, 0.1, False), (2.1, 0.2, False), (2.2, 0.3, False), (2.3, 0.5, True)):
+        assert validation.record(state, Metrics(loss, loss, 1.0, 0.5, 7), None, progress)[1] == (
+            "early_stop" if stops else None)
+
+
+def test_the_summary_and_a_resume_name_patience_rises(tmp_path):
+    """`charrnn train` stopped by patience_rises says so; `--resume` of that run says it is finished, by which
+    rule, and trains nothing."""
+    res = _train_overfitting_on_the_command_line(tmp_path, "train.patience=null", "train.patience_rises=2")
+    assert "stopped by: early stop (the val loss rose at 2 evaluations in a row after its best)" in res.stderr
+    run = next(p for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["stopped_by"] == "early_stop"
+    assert lines[-3]["val_loss"] < lines[-2]["val_loss"] < lines[-1]["val_loss"]
+    before = sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file())
+    res = runner.invoke(app, ["train", "--resume", "--run-dir", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "already finished at step" in res.stderr
+    assert "train.patience_rises=2: the val loss rose at 2 evaluations in a row" in res.stderr
+    assert sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()) == before
+
+
 BAD_VALUES = [("patience", v) for v in ("0", "-3", "1.5", "soon")] + \
-    [("patience_from", v) for v in ("-0.1", "1.5", "half")] + [("patience_min_delta", v) for v in ("-0.1", "small")]
+    [("patience_from", v) for v in ("-0.1", "1.5", "half")] + [("patience_min_delta", v) for v in ("-0.1", "small")] + \
+    [("patience_rises", v) for v in ("0", "two")]
 
 
 @pytest.mark.parametrize(("key", "value"), BAD_VALUES)
@@ -149,8 +188,8 @@ def test_the_patience_count_is_part_of_the_saved_state():
     """A resumed run goes on counting from where it stopped (a checkpoint carries the count and best step)."""
     from charrnn.training.state import TrainState
 
-    state = TrainState(step=40, best_val=1.5, best_step=25, evals_since_best=2, data={}, rng={})
+    state = TrainState(step=40, best_val=1.5, best_step=25, evals_since_best=2, evals_rising=1, data={}, rng={})
     again = TrainState.from_dict(state.to_dict())
-    assert (again.best_step, again.evals_since_best) == (25, 2)
-    old = {k: v for k, v in state.to_dict().items() if k not in ("best_step", "evals_since_best")}
-    assert TrainState.from_dict(old).evals_since_best == 0  # a checkpoint of an older charrnn
+    assert (again.best_step, again.evals_since_best, again.evals_rising) == (25, 2, 1)
+    old = {k: v for k, v in state.to_dict().items() if k not in ("best_step", "evals_since_best", "evals_rising")}
+    assert (TrainState.from_dict(old).evals_since_best, TrainState.from_dict(old).evals_rising) == (0, 0)  # older

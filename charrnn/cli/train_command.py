@@ -59,7 +59,8 @@ def train(
     result = run_training(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite, quiet=quiet, device=device)
     if result.already_finished:
         if result.is_main:
-            out.print(finished_message(cfg, result.step, result.stopped_by, result.run_dir), markup=False)
+            out.print(finished_message(cfg, result.step, result.stopped_by, result.run_dir, result.stop_rule),
+                      markup=False)
         return
     if result.val is not None and not quiet and result.is_main:  # under torchrun, one summary
         _summary(out, cfg, result)
@@ -84,7 +85,10 @@ def _summary(out: Console, cfg, result) -> None:
         out.print(f"note: the val loss rose by {rise:.2f} after its best at step {result.best_step:,}: the model began "
                   "to learn the training text by heart. sample and eval use best.pt; for this text, a shorter "
                   "train.time_budget or more model.dropout would do as well", markup=False)
-    if result.stopped_by == "early_stop":
+    if result.stop_rule == "patience_rises":
+        out.print(f"stopped by: early stop (the val loss rose at {cfg.train.patience_rises} evaluations in a row "
+                  "after its best)", markup=False)
+    elif result.stopped_by == "early_stop":
         by = f" by more than {cfg.train.patience_min_delta:g}" if cfg.train.patience_min_delta else ""
         out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss{by})",
                   markup=False)

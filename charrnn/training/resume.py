@@ -20,6 +20,7 @@ from charrnn.training import autosize, distributed
 from charrnn.training.averaging import restore_average
 from charrnn.training.state import TrainState, set_rng_state
 from charrnn.training.step import TrainingStep
+from charrnn.training.validation import spent_rule
 
 
 def resume_checkpoint(root: Path, cfg: Config) -> tuple[Config, dict]:
@@ -153,17 +154,20 @@ def finished_reason(cfg: Config, state: TrainState, total_steps: int | None, roo
             reason = "max_steps" if t.max_steps == total_steps else "max_epochs"
         elif t.time_budget is not None and state.elapsed >= t.time_budget:
             reason = "time_budget"
-        elif t.patience and state.evals_since_best >= t.patience:
+        elif spent_rule(t, state):
             reason = "early_stop"
     return reason if dist.any_rank(reason is not None) else None
 
 
-def finished_message(cfg: Config, step: int, reason: str, root: Path) -> str:
-    """What --resume of a finished run says: that it is finished, and the --set that would train it on."""
+def finished_message(cfg: Config, step: int, reason: str, root: Path, stop_rule: str | None = None) -> str:
+    """What --resume of a finished run says: that it is finished, and the --set that would train it on
+    (stop_rule: under early_stop, the rule that stopped it, validation.spent_rule's)."""
     key = {"max_steps": "max_steps", "max_epochs": "max_epochs", "time_budget": "time_budget",
-           "early_stop": "patience"}[reason]
+           "early_stop": stop_rule or "patience"}[reason]
     value = getattr(cfg.train, key)
-    why = f"train.{key}={value:g}" + (f": no better val loss in {value} evaluations" if key == "patience" else "")
+    detail = {"patience": f": no better val loss in {value} evaluations",
+              "patience_rises": f": the val loss rose at {value} evaluations in a row"}.get(key, "")
+    why = f"train.{key}={value:g}{detail}"
     run = shown_path(root)
     return (f"{run} already finished at step {step} ({why}); nothing was changed. To train it further: "
             f"charrnn train --resume --run-dir {run} --set train.{key}={2 * value:g}")

@@ -25,6 +25,7 @@ class RunResult:
     is_main: bool = True  # False in the other processes of a torchrun job (they write nothing)
     best_step: int = -1  # the step best.pt holds: the model `sample` and `eval` use by default
     predicted_chars_per_sec: float | None = None  # hidden_size: auto's prediction for the run, to compare
+    stop_rule: str | None = None  # under early_stop, the rule that stopped it: "patience" or "patience_rises"
 
     def load(self, checkpoint: str = "best", device: str = "cpu"):
         """The trained model (charrnn.load of the run folder): `charrnn.train(...).load().sample("h", 6)`."""
@@ -48,6 +49,7 @@ class TrainState:
     best_val: float = math.inf
     best_step: int = -1  # the step best.pt holds
     evals_since_best: int = 0  # evaluations without a better val loss (train.patience, patience_min_delta)
+    evals_rising: int = 0  # evaluations in a row that each scored worse than the one before (patience_rises)
     elapsed: float = 0.0  # training seconds of the sessions before this one
     hidden: Hidden | None = None  # the global batch's carried hidden state (stateful batching), as last synced
     data: dict = field(default_factory=dict)  # the batcher's position
@@ -62,7 +64,8 @@ class TrainState:
     def to_dict(self) -> dict:
         return {
             "step": self.step, "best_val": self.best_val, "best_step": self.best_step,
-            "evals_since_best": self.evals_since_best, "elapsed": self.elapsed, "hidden": self.hidden,
+            "evals_since_best": self.evals_since_best, "evals_rising": self.evals_rising, "elapsed": self.elapsed,
+            "hidden": self.hidden,
             "data": self.data, "rng": self.rng, "rank_rngs": self.rank_rngs,
             "window": (self.window_loss, self.window_steps),
             "val": self.val.to_dict() if self.val else None, "val_step": self.val_step, "corpus": self.corpus,
@@ -73,6 +76,7 @@ class TrainState:
         window_loss, window_steps = saved.get("window", (0.0, 0))
         return cls(step=int(saved["step"]), best_val=float(saved["best_val"]), elapsed=float(saved["elapsed"]),
                    best_step=int(saved.get("best_step", -1)), evals_since_best=int(saved.get("evals_since_best", 0)),
+                   evals_rising=int(saved.get("evals_rising", 0)),
                    hidden=saved.get("hidden"), data=saved["data"], rng=saved["rng"],
                    rank_rngs=saved.get("rank_rngs"), window_loss=float(window_loss), window_steps=int(window_steps),
                    val=Metrics(**saved["val"]) if saved.get("val") else None, val_step=int(saved.get("val_step", -1)),

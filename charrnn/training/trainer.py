@@ -25,7 +25,7 @@ from charrnn.training.optimizer import lr_factor
 from charrnn.training.signals import stop_on_signals
 from charrnn.training.state import RunResult, StepOutcome, TrainState, rng_state
 from charrnn.training.step import NonFiniteStep, TrainingStep
-from charrnn.training.validation import Validation
+from charrnn.training.validation import Validation, spent_rule
 from charrnn.vocab import Vocab
 
 
@@ -200,7 +200,8 @@ class Trainer:
         state = self.state
         return RunResult(self.paths.root, state.step, self.clock.elapsed(), self._chars_per_sec(*self._session_from),
                          state.val, state.best_val, stopped_by or "max_steps", self.dist.is_main, state.best_step,
-                         self.predicted_chars_per_sec)
+                         self.predicted_chars_per_sec,
+                         spent_rule(self.cfg.train, state) if stopped_by == "early_stop" else None)
 
     # -- small helpers ---------------------------------------------------------------------------------------
     def _chars_per_sec(self, since: float, step0: int) -> float:

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from charrnn.config import Config, is_auto
+from charrnn.config import Config, TrainConfig, is_auto
 from charrnn.errors import TrainingFailed
 from charrnn.evaluate import Metrics, evaluate
 from charrnn.model import CharRNN
@@ -39,6 +39,17 @@ def eval_char_cap(cfg: Config) -> int | None:
     return max(EVAL_MIN_CHARS, int(EVAL_SHARE * t.eval_every * t.batch_size * t.seq_length))
 
 
+def spent_rule(t: TrainConfig, state: TrainState) -> str | None:
+    """The early-stopping rule whose count the state has reached, progress aside: "patience" (train.patience
+    evaluations without a better val loss), "patience_rises" (train.patience_rises evaluations in a row that each
+    scored worse than the one before), or None."""
+    if t.patience and state.evals_since_best >= t.patience:
+        return "patience"
+    if t.patience_rises and state.evals_rising >= t.patience_rises:
+        return "patience_rises"
+    return None
+
+
 def scored_text(splits: dict[str, np.ndarray]) -> np.ndarray:
     """The text evaluations score: the val split, or the training text where val is empty (tiny corpora)."""
     return splits["val"] if len(splits["val"]) >= 2 else splits["train"]
@@ -52,7 +63,7 @@ class Validation:
         self.ids = scored_text(splits)
         self.name = "val" if self.ids is splits["val"] else "train"
         t = cfg.train
-        self.patience, self.patience_from, self.min_delta = t.patience, t.patience_from, t.patience_min_delta
+        self.train_cfg = t
         self.device, self.precision, self.dist = device, precision, dist
         self.max_chars = eval_char_cap(cfg)
         self.chars = len(self.ids) - 1 if self.max_chars is None else min(len(self.ids) - 1, self.max_chars)
@@ -80,14 +91,17 @@ class Validation:
     def record(self, state: TrainState, metrics: Metrics, stopped_by: str | None,
                progress: float) -> tuple[bool, str | None]:
         """Put an evaluation into the state; returns whether it is the best so far, and why the run stops:
-        stopped_by, or "early_stop" once train.patience evaluations in a row brought no val loss better by more
-        than train.patience_min_delta and the run is train.patience_from of the way through (progress: the
-        fraction done; all ranks agree)."""
+        stopped_by, or "early_stop" once the run is train.patience_from of the way through (progress: the fraction
+        done; all ranks agree) and either train.patience evaluations in a row brought no val loss better by more
+        than train.patience_min_delta or train.patience_rises in a row each scored worse than the one before."""
+        t = self.train_cfg
+        rose = state.val is not None and metrics.loss > state.val.loss
         state.val, state.val_step = metrics, state.step
         better = metrics.loss < state.best_val
-        state.evals_since_best = 0 if metrics.loss < state.best_val - self.min_delta else state.evals_since_best + 1
-        patience = self.patience
-        out_of_patience = bool(patience) and state.evals_since_best >= patience and progress >= self.patience_from
+        gained = metrics.loss < state.best_val - t.patience_min_delta
+        state.evals_since_best = 0 if gained else state.evals_since_best + 1
+        state.evals_rising = state.evals_rising + 1 if rose else 0
+        out_of_patience = spent_rule(t, state) is not None and progress >= t.patience_from
         if stopped_by is None and self.dist.any_rank(out_of_patience):
             stopped_by = "early_stop"
         if better:
