@@ -170,17 +170,19 @@ def test_a_bad_patience_setting_is_one_line_and_no_run_folder(tmp_path, key, val
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_resumed_run_stops_at_the_step_an_uncut_run_stops(tmp_path):
-    """The count of evaluations without a better val loss survives a resume: cut one evaluation before the
-    early stop, the resumed run stops one evaluation later, not three."""
+@pytest.mark.parametrize(("rule", "count_key"), [({"patience": 3}, "evals_since_best"),
+                                                  ({"patience_rises": 3}, "evals_rising")])
+def test_a_resumed_run_stops_at_the_step_an_uncut_run_stops(tmp_path, rule, count_key):
+    """The count of evaluations without a better val loss (or of rises in a row) survives a resume: cut one
+    evaluation before the early stop, the resumed run stops one evaluation later, not three."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    straight = train(overfitting_config(tmp_path / "a", patience=3), quiet=True)
-    assert straight.stopped_by == "early_stop"
-    cut = train(overfitting_config(tmp_path / "b", patience=3, max_steps=straight.step - 5), quiet=True)
+    straight = train(overfitting_config(tmp_path / "a", **rule), quiet=True)
+    assert straight.stopped_by == "early_stop" and straight.stop_rule == next(iter(rule))
+    cut = train(overfitting_config(tmp_path / "b", **rule, max_steps=straight.step - 5), quiet=True)
     assert cut.stopped_by == "max_steps"
-    assert load_checkpoint(cut.run_dir / "checkpoints" / "last.pt")["evals_since_best"] == 2
-    resumed = train(overfitting_config(tmp_path / "b", patience=3), run_dir=cut.run_dir, resume=True, quiet=True)
+    assert load_checkpoint(cut.run_dir / "checkpoints" / "last.pt")[count_key] == 2
+    resumed = train(overfitting_config(tmp_path / "b", **rule), run_dir=cut.run_dir, resume=True, quiet=True)
     assert (resumed.stopped_by, resumed.step) == ("early_stop", straight.step)
 
 
