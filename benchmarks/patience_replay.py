@@ -44,7 +44,7 @@ def replay(records: list[dict], budget: float | None, patience: int, start: floa
         best, previous = min(best, loss), loss
         done = record["elapsed_s"] / budget if budget else 1.0
         risen = rise is not None and loss > best + rise
-        climbing = ups is not None and rising >= ups and since > 0
+        climbing = ups is not None and rising >= ups
         if (since >= patience or risen or climbing) and done >= start:
             stop = record
             break

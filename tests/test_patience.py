@@ -91,14 +91,16 @@ def test_patience_from_holds_the_stop_until_that_fraction_of_the_run(tmp_path):
     assert [line["step"] for line in lines] == list(range(5, 201, 5))
 
 
-def _stops(tmp_path: Path, losses: list[float], **train_options) -> tuple[int | None, float]:
-    """Feed val losses to the patience rule: the evaluation (1-based) it stops at, or None, and the best kept."""
+def _stops(tmp_path: Path, losses: list[float], progress: list[float] | None = None,
+           **train_options) -> tuple[int | None, float]:
+    """Feed val losses to the patience rule (at these fractions of the run; default all of it): the evaluation
+    (1-based) it stops at, or None, and the best kept."""
     cfg = tiny_config(tmp_path, train=train_options)
     ids = np.arange(8)
     validation = Validation(cfg, {"train": ids, "val": ids}, torch.device("cpu"), "fp32", DistContext())
     state = TrainState()
-    for n, loss in enumerate(losses, 1):
-        _, stopped_by = validation.record(state, Metrics(loss, loss, 1.0, 0.5, 7), None, progress=1.0)
+    for n, (loss, done) in enumerate(zip(losses, progress or [1.0] * len(losses), strict=True), 1):
+        _, stopped_by = validation.record(state, Metrics(loss, loss, 1.0, 0.5, 7), None, progress=done)
         if stopped_by:
             return n, state.best_val
     return None, state.best_val
@@ -131,13 +133,9 @@ def test_patience_rises_stops_a_climbing_val_loss_and_not_a_noisy_one(tmp_path):
 
 
 def test_patience_rises_waits_for_patience_from(tmp_path):
-    cfg = tiny_config(tmp_path, train={"patience_rises": 2, "patience_from": 0.5})
-    ids = np.arange(8)
-    validation = Validation(cfg, {"train": ids, "val": ids}, torch.device("cpu"), "fp32", DistContext())
-    state = TrainState()
-    for loss, progress, stops in ((2.0, 0.1, False), (2.1, 0.2, False), (2.2, 0.3, False), (2.3, 0.5, True)):
-        assert validation.record(state, Metrics(loss, loss, 1.0, 0.5, 7), None, progress)[1] == (
-            "early_stop" if stops else None)
+    """Three rises by 30% of the run do not stop it under patience_from 0.5; the next evaluation, at half, does."""
+    losses, progress = [2.0, 2.1, 2.2, 2.3], [0.1, 0.2, 0.3, 0.5]
+    assert _stops(tmp_path, losses, progress, patience_rises=2, patience_from=0.5) == (4, 2.0)
 
 
 def test_the_summary_and_a_resume_name_patience_rises(tmp_path):
