@@ -110,6 +110,7 @@ class Tracker:
         self._task = None
         self._last_val = float("nan")
         by_time = total_steps is None
+        both = total_steps is not None and time_budget is not None  # the bar counts the fraction done
         if enabled and not quiet and in_jupyter():  # a notebook: an HTML bar, updated in place
             self._progress = NotebookProgress()
         elif enabled and not quiet and self.console.is_terminal and sys.stdout.isatty():
@@ -121,14 +122,14 @@ class Tracker:
                 TextColumn("loss [cyan]{task.fields[loss]}"),
                 TextColumn("val [magenta]{task.fields[val]}"),
                 TextColumn("{task.fields[speed]} chars/s"),
-                TextColumn("ETA" if not by_time else "left"),
+                TextColumn("left" if by_time or both else "ETA"),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
             )
         if self._progress is not None:
-            total = float(total_steps) if not by_time else float(time_budget)
-            self._task = self._progress.add_task("train", total=total, completed=0 if by_time else start_step,
+            total = 1.0 if both else float(total_steps) if not by_time else float(time_budget)
+            self._task = self._progress.add_task("train", total=total, completed=0 if by_time or both else start_step,
                                                  where="", loss="-", val="-", speed="-")
             self._progress.start()
 
@@ -244,8 +245,11 @@ class Tracker:
     def progress(self, step: int, elapsed: float, loss: float, chars_per_sec: float) -> None:
         if self._progress is None:
             return
-        where = f"{step}/{self.total_steps}" if self.total_steps else f"step {step}"
-        completed = step if self.total_steps else min(elapsed, self.time_budget)
+        where = f"{step}/{self.total_steps}" if self.total_steps and not self.time_budget else f"step {step}"
+        if self.total_steps and self.time_budget:  # max_steps/max_epochs and a budget: whichever ends it first
+            completed = max(step / self.total_steps, min(elapsed / self.time_budget, 1.0))
+        else:
+            completed = step if self.total_steps else min(elapsed, self.time_budget)
         self._progress.update(self._task, completed=completed, where=where, loss=f"{loss:.3f}",
                               val=_fmt(self._last_val),
                               speed=f"{chars_per_sec:,.0f}")

@@ -77,6 +77,18 @@ def test_the_summary_says_early_stop(tmp_path):
     assert "stopped by: early stop (2 evaluations without a better val loss)" in res.stderr
 
 
+def test_a_time_budget_run_ended_by_max_epochs_says_so(tmp_path):
+    """train.max_epochs beside a time budget ends a small text's run long before the budget: the summary names
+    that limit, so a run that ended early is not taken for a crash or an early stop."""
+    res = _train_overfitting_on_the_command_line(tmp_path, "train.max_steps=null", "train.time_budget=600",
+                                                 "train.max_epochs=2", "train.patience=null")
+    assert "stopped by: train.max_epochs (2 passes over the training text)" in res.stderr
+    assert "s into a 600 s budget" in res.stderr
+    (tmp_path / "steps").mkdir()
+    res = _train_overfitting_on_the_command_line(tmp_path / "steps", "train.max_steps=6", "train.patience=null")
+    assert "stopped by" not in res.stderr  # a run that ends at its max_steps, as asked, needs no word
+
+
 def test_patience_from_holds_the_stop_until_that_fraction_of_the_run(tmp_path):
     """train.patience_from: 0.2 of a 1,000-step run: the run that stopped early goes on to step 200 (evaluations
     every 5 steps) and stops there, its patience long spent; the same trajectory, so the same best model."""

@@ -99,6 +99,17 @@ def test_progress_bar_appears_on_a_terminal(workdir):
     assert re.search(r"loss \d\.\d{3}", final_bar)
 
 
+def test_the_bar_of_a_budget_with_a_step_limit_follows_whichever_ends_the_run(workdir):
+    """A time budget with train.max_epochs far off (a large text under a config that caps the passes): the run
+    ends with its budget, and the bar says 100% there, not the few percent of the step limit it reached."""
+    code, out = run_in_pty(train_command("--set", "train.max_steps=null", "--set", "train.time_budget=2",
+                                         "--set", "train.max_epochs=1000000", "--set", "train.eval_every=1000000"),
+                           workdir)
+    assert code == 0, out
+    final_bar = bar_lines(out)[-1]
+    assert "100%" in final_bar and "left" in final_bar and re.search(r"step \d+", final_bar), final_bar
+
+
 def test_plain_lines_and_no_bar_when_output_is_not_a_terminal(workdir):
     proc = subprocess.run(train_command(), cwd=workdir, capture_output=True, text=True, env=child_env(), timeout=60)
     assert proc.returncode == 0, proc.stderr

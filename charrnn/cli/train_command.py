@@ -92,6 +92,9 @@ def _summary(out: Console, cfg, result) -> None:
         by = f" by more than {cfg.train.patience_min_delta:g}" if cfg.train.patience_min_delta else ""
         out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss{by})",
                   markup=False)
+    elif result.stopped_by == "max_epochs" and cfg.train.time_budget:  # before the budget: say which limit
+        out.print(f"stopped by: train.max_epochs ({cfg.train.max_epochs:g} passes over the training text), "
+                  f"{result.elapsed_s:.0f} s into a {cfg.train.time_budget:g} s budget", markup=False)
     if result.predicted_chars_per_sec:
         out.print(f"speed: {result.chars_per_sec:,.0f} chars/s (the width probe predicted "
                   f"{result.predicted_chars_per_sec:,.0f})", markup=False)
