@@ -619,6 +619,26 @@ def test_a_pick_timed_without_dropout_that_trains_with_it_is_timed_again(tmp_pat
     assert res.seconds == pytest.approx(vm.now)  # both timings count inside the budget
 
 
+def test_a_pick_timed_again_is_resolved_from_its_second_speed(tmp_path, monkeypatch):
+    """The settings that follow the passes follow the speed the pick was timed at last, the one the auto: line
+    states: a 600 s run whose first timing foresaw more than 10 passes (the average on) and whose second, with
+    the dropout that gave it, foresaw 5.9 trained with the average on while its line said 5.9 passes."""
+    cfg = tiny_config(tmp_path, TEXT * 8,
+                      model={"encoding": "embedding", "embedding_dim": "auto", "hidden_size": "auto",
+                             "dropout": "auto", "tie_weights": True},
+                      train={"batch_size": 3, "seq_length": 8, "max_steps": None, "time_budget": 12, "lr": "auto",
+                             "ema": "auto"})
+    ids, vocab_size = corpus_of(cfg)
+    VirtualMachine(monkeypatch, lambda width: width / 1000, dropout_cost=2.2)
+    monkeypatch.setattr(autosize, "_loop_overhead", lambda *args: 0.0)
+    res = resolve_auto(cfg, ids, vocab_size, torch.device("cpu"), "fp32", candidates=(8,))
+    passes = res.chars_per_sec * (12 - res.seconds) / len(ids)
+    first = 3 * 8 / (8 / 1000) * (12 - res.seconds) / len(ids)  # timed without dropout
+    assert passes < recipe.EMA_FROM_PASSES <= first
+    assert res.cfg.train.ema is None and res.cfg.model.dropout == dropout_for(8, passes)
+    assert f"{autosize._about(passes)} passes over the training text" in res.message
+
+
 def test_a_widths_speed_is_its_mean_step_with_stalls_left_out():
     """The run's chars/s is a mean over its steps, jitter included (4-5% over the median on a 2-core Xeon); a
     stall of several times the usual step is not what the run sees."""

@@ -326,8 +326,9 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
         again = probe(resolved, train_ids, vocab_size, device, precision, budget, char_limit=char_limit, dist=dist,
                       candidates=[pick.width], eval_chars=eval_chars)  # its speed with the dropout it trains with
         seconds += again.seconds
-        if again.measured:
+        if again.measured:  # what follows the passes follows this speed, the one the auto: line states
             pick = choose(again.measured, budget - seconds, char_limit)
+            resolved = with_width(cfg, pick.width, pick.chars, len(train_ids))
     passes = pick.chars / len(train_ids)
     size = (f"at most {_about(max_params)} parameters for {_about(len(train_ids))} chars of training text; "
             if capped and pick.chars_per_param >= TARGET_CHARS_PER_PARAM else "")
