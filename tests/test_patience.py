@@ -79,11 +79,16 @@ def test_the_summary_says_early_stop(tmp_path):
 
 def test_a_time_budget_run_ended_by_max_epochs_says_so(tmp_path):
     """train.max_epochs beside a time budget ends a small text's run long before the budget: the summary names
-    that limit, so a run that ended early is not taken for a crash or an early stop."""
-    res = _train_overfitting_on_the_command_line(tmp_path, "train.max_steps=null", "train.time_budget=600",
-                                                 "train.max_epochs=2", "train.patience=null")
+    that limit, so a run that ended early is not taken for a crash or an early stop, and says when the last
+    evaluation was the best (more passes may help) but not when the val loss had turned up."""
+    budget = ("train.max_steps=null", "train.time_budget=600", "train.patience=null")
+    res = _train_overfitting_on_the_command_line(tmp_path, *budget, "train.max_epochs=2")  # one evaluation
     assert "stopped by: train.max_epochs (2 passes over the training text)" in res.stderr
-    assert "s into a 600 s budget" in res.stderr
+    assert "s into a 600 s budget; its val loss was still falling" in res.stderr
+    (tmp_path / "long").mkdir()
+    res = _train_overfitting_on_the_command_line(tmp_path / "long", *budget, "train.max_epochs=100")
+    assert "stopped by: train.max_epochs (100 passes over the training text)" in res.stderr
+    assert "still falling" not in res.stderr  # random letters learnt by heart: val rose after its best
     (tmp_path / "steps").mkdir()
     res = _train_overfitting_on_the_command_line(tmp_path / "steps", "train.max_steps=6", "train.patience=null")
     assert "stopped by" not in res.stderr  # a run that ends at its max_steps, as asked, needs no word

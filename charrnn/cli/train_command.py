@@ -93,8 +93,10 @@ def _summary(out: Console, cfg, result) -> None:
         out.print(f"stopped by: early stop ({cfg.train.patience} evaluations without a better val loss{by})",
                   markup=False)
     elif result.stopped_by == "max_epochs" and cfg.train.time_budget:  # before the budget: say which limit
+        still = "; its val loss was still falling: a larger train.max_epochs may do better" \
+            if result.best_step == result.step else ""
         out.print(f"stopped by: train.max_epochs ({cfg.train.max_epochs:g} passes over the training text), "
-                  f"{result.elapsed_s:.0f} s into a {cfg.train.time_budget:g} s budget", markup=False)
+                  f"{result.elapsed_s:.0f} s into a {cfg.train.time_budget:g} s budget{still}", markup=False)
     if result.predicted_chars_per_sec:
         out.print(f"speed: {result.chars_per_sec:,.0f} chars/s (the width probe predicted "
                   f"{result.predicted_chars_per_sec:,.0f})", markup=False)
