@@ -94,6 +94,20 @@ def test_max_epochs_sets_the_number_of_steps(make_config, max_epochs, max_steps,
     assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["step"] == steps
 
 
+def test_max_epochs_beside_a_time_budget_anneals_the_lr_over_the_passes(make_config):
+    """configs/shakespeare-10min.yaml's max_epochs: 30 beside its 600 s: a small text's run ends after its passes,
+    long before the budget, and the cosine schedule has run its course by then (by steps, the larger fraction),
+    rather than stopping at the high learning rate of a few percent of the budget."""
+    cfg = schedule(make_config, max_epochs=1.5, max_steps=None, time_budget=600, batch_size=2, seq_length=6,
+                   eval_every=7, checkpoint_every=1000)
+    result = train(cfg, quiet=True)
+    assert (result.step, result.stopped_by) == (14, "max_epochs") and result.elapsed_s < 60
+    lrs = [json.loads(line)["lr"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    # the rate of the 7th and the 14th step (from 0: 6 and 13 of 14 steps done), as by steps alone
+    assert lrs == pytest.approx([cfg.train.lr * lr_factor(cfg, k, k / 14) for k in (6, 13)])
+    assert lrs[-1] < 0.12 * cfg.train.lr  # annealed to near the floor (0.1), not at 0.999 of the rate
+
+
 def test_the_result_reports_the_whole_sessions_speed(make_config):
     """RunResult.chars_per_sec is every character trained over the session's clock, evaluations included, not
     the rate of the last window between evaluations (a few steps beside the final evaluation and checkpoint)."""
