@@ -242,12 +242,14 @@ class Tracker:
         elif not self.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    def progress(self, step: int, elapsed: float, loss: float, chars_per_sec: float) -> None:
+    def progress(self, step: int, elapsed: float, loss: float, chars_per_sec: float, done: float = 0.0) -> None:
+        """The bar after a step; `done` is the fraction of the run done (the Trainer's, by steps or by time, the
+        larger), which it shows where a step limit and a time budget both stand and either may end the run."""
         if self._progress is None:
             return
         where = f"{step}/{self.total_steps}" if self.total_steps and not self.time_budget else f"step {step}"
-        if self.total_steps and self.time_budget:  # max_steps/max_epochs and a budget: whichever ends it first
-            completed = max(step / self.total_steps, min(elapsed / self.time_budget, 1.0))
+        if self.total_steps and self.time_budget:
+            completed = min(done, 1.0)
         else:
             completed = step if self.total_steps else min(elapsed, self.time_budget)
         self._progress.update(self._task, completed=completed, where=where, loss=f"{loss:.3f}",
