@@ -383,8 +383,9 @@ def test_resolve_auto_fills_every_auto_and_says_why(tmp_path, monkeypatch):
     # 1000 s: each width's part of the 50 s share is 3.1 s, so every width is timed for MAX_TIMED_STEPS steps
     steps = autosize.WARMUP_STEPS + autosize.MAX_TIMED_STEPS
     assert res.seconds == pytest.approx(steps * (8 + 12 + 16) / 1000)
-    assert res.message == ("auto: hidden_size=12, dropout=0, lr=0.01 (≈2k chars/s here, ≈580 chars in the budget, "
-                           "0.35 chars/parameter, 1.7 passes over the training text; probed 3 widths in 1.2 s)")
+    assert res.message == ("auto: hidden_size=12, dropout=0, lr=0.01 (≈2k chars/s here, ≈580 chars until "
+                           "train.max_steps, 0.35 chars/parameter, 1.7 passes over the training text; probed 3 "
+                           "widths in 1.2 s)")  # max_steps' 576 characters come before the budget's end
     explicit = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=256))
     no_budget = dataclasses.replace(explicit, train=dataclasses.replace(explicit.train, time_budget=None))
     res = resolve_auto(no_budget, ids, vocab_size, torch.device("cpu"), "fp32", step_limit=24)
