@@ -39,6 +39,7 @@ def replay(records: list[dict], budget: float | None, patience: int, start: floa
     """(last evaluation above the best so far, best lost against the whole run's, step it stopped at)."""
     best, since, rising, previous, stop = float("inf"), 0, 0, float("inf"), records[-1]
     # A run that max_steps/max_epochs ended was that far along by its steps, as charrnn's Trainer counts (the larger).
+    # One that a stop rule ended before its step limit is counted by its time alone: replay runs without a stop.
     total = records[-1]["step"] if records[-1].get("stopped_by") in ("max_steps", "max_epochs") else None
     for record in records:
         loss = record["val_loss"]
