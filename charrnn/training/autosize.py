@@ -33,6 +33,7 @@ from charrnn.evaluate import evaluate
 from charrnn.memory import parameter_count
 from charrnn.model import CharRNN
 from charrnn.training.distributed import DistContext
+from charrnn.training.optimizer import step_limit_key
 from charrnn.training.recipe import PASSES_KEYS, with_width
 from charrnn.training.step import NonFiniteStep, TrainingStep, build_step
 from charrnn.training.validation import eval_char_cap
@@ -332,8 +333,8 @@ def resolve_auto(cfg: Config, train_ids: np.ndarray, vocab_size: int, device: to
     passes = pick.chars / len(train_ids)
     size = (f"at most {_about(max_params)} parameters for {_about(len(train_ids))} chars of training text; "
             if capped and pick.chars_per_param >= TARGET_CHARS_PER_PARAM else "")
-    limit = "max_steps" if step_limit == t.max_steps else "max_epochs"  # the smaller, where one ends the run first
-    until = f"until train.{limit}" if char_limit is not None and pick.chars >= char_limit else "in the budget"
+    limited = step_limit is not None and pick.chars >= char_limit  # the step limit ends the run before the budget
+    until = f"until train.{step_limit_key(cfg, step_limit)}" if limited else "in the budget"
     reason = (f"≈{_about(pick.chars_per_sec)} chars/s here, ≈{_about(pick.chars)} chars {until}, "
               f"{_about(pick.chars_per_param)} chars/parameter, {_about(passes)} passes over the training text; "
               f"{size}probed {len(result.measured)} width{'s' if len(result.measured) != 1 else ''} "

@@ -81,6 +81,11 @@ def total_steps_for(cfg: Config, train_chars: int) -> int | None:
     return min(limits) if limits else None
 
 
+def step_limit_key(cfg: Config, total_steps: int) -> str:
+    """Which setting total_steps_for's limit comes from: "max_steps", or "max_epochs" where that is smaller."""
+    return "max_steps" if cfg.train.max_steps == total_steps else "max_epochs"
+
+
 def steps_per_epoch(cfg: Config, train_chars: int) -> float:
     """Steps in one pass over the training text: stateful batching reads its streams' whole batches once
     (what ContiguousStreams calls an epoch); random windows count characters."""

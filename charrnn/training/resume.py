@@ -18,6 +18,7 @@ from charrnn.run.checkpoint import load_resume_checkpoint
 from charrnn.run.folder import RunPaths, check_run_dir
 from charrnn.training import autosize, distributed
 from charrnn.training.averaging import restore_average
+from charrnn.training.optimizer import step_limit_key
 from charrnn.training.state import TrainState, set_rng_state
 from charrnn.training.step import TrainingStep
 from charrnn.training.validation import spent_rule
@@ -151,7 +152,7 @@ def finished_reason(cfg: Config, state: TrainState, total_steps: int | None, roo
     if record and record.get("status") == "finished" and record.get("step") == state.step:
         t = cfg.train
         if total_steps is not None and state.step >= total_steps:
-            reason = "max_steps" if t.max_steps == total_steps else "max_epochs"
+            reason = step_limit_key(cfg, total_steps)
         elif t.time_budget is not None and state.elapsed >= t.time_budget:
             reason = "time_budget"
         elif spent_rule(t, state):

@@ -21,7 +21,7 @@ from charrnn.tracking import Tracker, flat_hparams, truncate_metrics
 from charrnn.training.checkpointing import Checkpoints
 from charrnn.training.clock import Stopwatch
 from charrnn.training.distributed import DistContext
-from charrnn.training.optimizer import lr_factor
+from charrnn.training.optimizer import lr_factor, step_limit_key
 from charrnn.training.signals import stop_on_signals
 from charrnn.training.state import RunResult, StepOutcome, TrainState, rng_state
 from charrnn.training.step import NonFiniteStep, TrainingStep
@@ -131,7 +131,7 @@ class Trainer:
     def stop_reason(self, time_up: bool) -> str | None:
         """Why the run stops after the current step, or None to go on."""
         if self.total_steps is not None and self.state.step >= self.total_steps:
-            return "max_steps" if self.cfg.train.max_steps == self.total_steps else "max_epochs"
+            return step_limit_key(self.cfg, self.total_steps)
         return "time_budget" if time_up else None
 
     def sync_ranks(self) -> None:
