@@ -109,8 +109,7 @@ class Tracker:
         self._progress = None
         self._task = None
         self._last_val = float("nan")
-        by_time = total_steps is None
-        both = total_steps is not None and time_budget is not None  # the bar counts the fraction done
+        by_steps = time_budget is None  # a step limit alone: the bar ends at a known step, else with the clock
         if enabled and not quiet and in_jupyter():  # a notebook: an HTML bar, updated in place
             self._progress = NotebookProgress()
         elif enabled and not quiet and self.console.is_terminal and sys.stdout.isatty():
@@ -122,15 +121,15 @@ class Tracker:
                 TextColumn("loss [cyan]{task.fields[loss]}"),
                 TextColumn("val [magenta]{task.fields[val]}"),
                 TextColumn("{task.fields[speed]} chars/s"),
-                TextColumn("left" if by_time or both else "ETA"),
+                TextColumn("ETA" if by_steps else "left"),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
             )
         if self._progress is not None:
-            total = 1.0 if both else float(total_steps) if not by_time else float(time_budget)
-            self._task = self._progress.add_task("train", total=total, completed=0 if by_time or both else start_step,
-                                                 where="", loss="-", val="-", speed="-")
+            start = start_step / total_steps if by_steps and total_steps else 0.0  # the bar: the fraction done
+            self._task = self._progress.add_task("train", total=1.0, completed=start, where="", loss="-", val="-",
+                                                 speed="-")
             self._progress.start()
 
     # -- TensorBoard -------------------------------------------------------------------------------
@@ -242,17 +241,13 @@ class Tracker:
         elif not self.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    def progress(self, step: int, elapsed: float, loss: float, chars_per_sec: float, done: float = 0.0) -> None:
-        """The bar after a step; `done` is the fraction of the run done (the Trainer's, by steps or by time, the
-        larger), which it shows where a step limit and a time budget both stand and either may end the run."""
+    def progress(self, step: int, done: float, loss: float, chars_per_sec: float) -> None:
+        """The bar after a step; `done` is the fraction of the run done, the Trainer's (by steps or by time, the
+        larger: whichever limit ends the run)."""
         if self._progress is None:
             return
         where = f"{step}/{self.total_steps}" if self.total_steps and not self.time_budget else f"step {step}"
-        if self.total_steps and self.time_budget:
-            completed = min(done, 1.0)
-        else:
-            completed = step if self.total_steps else min(elapsed, self.time_budget)
-        self._progress.update(self._task, completed=completed, where=where, loss=f"{loss:.3f}",
+        self._progress.update(self._task, completed=min(done, 1.0), where=where, loss=f"{loss:.3f}",
                               val=_fmt(self._last_val),
                               speed=f"{chars_per_sec:,.0f}")
 

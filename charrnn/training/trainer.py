@@ -125,7 +125,7 @@ class Trainer:
         self.speed = self._chars_per_sec(*self._speed_from)
         self.tracker.scalars(state.step, {"train/loss": out.loss, "train/lr": lr, "train/grad_norm": out.grad_norm,
                                           "train/chars_per_sec": self.speed})
-        self.tracker.progress(state.step, self.clock.elapsed(), out.loss, self.speed, done=self._progress())
+        self.tracker.progress(state.step, self._progress(), out.loss, self.speed)
         return StepOutcome(out.loss, out.grad_norm, lr, *out.flags)
 
     def stop_reason(self, time_up: bool) -> str | None:
