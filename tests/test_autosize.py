@@ -475,20 +475,24 @@ def test_weight_decay_auto_alone_is_resolved_and_named(tmp_path, monkeypatch):
 
 
 def test_eval_every_follows_the_passes():
-    """A small text seen ten times and more reaches its best and rises past it within a pass or two: it is
-    evaluated about 1.25 passes apart (250 steps at least), so that patience stops it near its best and the best
-    it keeps is the best of many; a larger one every 500 steps (tinyshakespeare's recipe, unchanged)."""
-    assert recipe.eval_every_for(None) == recipe.eval_every_for(4) == recipe.eval_every_for(9.9, 99_000) == 500
-    assert recipe.eval_every_for(10) == recipe.eval_every_for(40) == 250  # the run's length is not known
+    """About ten evaluations a run, 500 to 1,000 steps apart (tinyshakespeare's recipe: 500 at 100 s, 1,000 at
+    600 s); a small text seen ten times and more reaches its best and rises past it within a pass or two, so it
+    is evaluated at most about 1.25 passes apart (250 steps at least): patience stops it near its best, and the
+    best it keeps is the best of many."""
+    assert recipe.eval_every_for(None) == recipe.eval_every_for(4) == 500  # the run's length is not known
+    assert recipe.eval_every_for(10) == recipe.eval_every_for(40) == 250
+    assert recipe.eval_every_for(4.5, 4_400) == recipe.eval_every_for(1.4, 1_400) == 500  # tinyshakespeare, 100 s
+    assert recipe.eval_every_for(9.7, 9_500) == recipe.eval_every_for(12, 12 * 980) == 1000  # ... and 600 s
+    assert recipe.eval_every_for(2, 100_000) == 1000
     assert recipe.eval_every_for(24, 24 * 208) == 250  # 237 KB of licences in 100 s: 208 steps a pass
     assert recipe.eval_every_for(30, 30 * 208) == 250  # ... and in 600 s, stopped by max_epochs: 30
     assert recipe.eval_every_for(12, 12 * 390) == 500  # 400 KB seen 12 times
-    assert recipe.eval_every_for(12, 12 * 980) == 1000  # tinyshakespeare seen 12 times: 1,225 steps, capped
     cfg = config_from_dict({"model": {"hidden_size": "auto"},
                             "train": {"time_budget": 10, "eval_every": "auto", "batch_size": 32, "seq_length": 32}})
     assert recipe.with_width(cfg, 96, 400_000, 20_000).train.eval_every == 250  # 20 passes of 20 steps
-    assert recipe.with_width(cfg, 96, 100_000, 20_000).train.eval_every == 500  # 5 passes
+    assert recipe.with_width(cfg, 96, 100_000, 20_000).train.eval_every == 500  # 5 passes, 98 steps
     assert recipe.with_width(cfg, 96, 12_000_000, 1_000_000).train.eval_every == 1000  # 12 passes of 977 steps
+    assert recipe.with_width(cfg, 96, 6_000_000, 1_000_000).train.eval_every == 500  # 6 passes, 5,859 steps
     assert recipe.with_width(cfg, 96, 12_000_000, 400_000).train.eval_every == 500  # 30 passes of 391 steps
     assert recipe.with_width(cfg, 96).train.eval_every == 500  # the passes are not known
     fixed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, eval_every=100))

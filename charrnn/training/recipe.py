@@ -40,14 +40,15 @@ EMA_SHARE_OF_RUN = 0.125
 # auto picks (2x192, 16 to 32 passes), means of three seeds, 0.1 / 0.3: names.txt 1.3814 / 1.3594, 300 KB of
 # Python 2.0445 / 2.0114, licences 1.3885 / 1.3709 (docs/choosing-the-width.md).
 WEIGHT_DECAY_BY_PASSES = ((13, 0.1), (17, 0.3))
-# Steps between evaluations for `eval_every: auto`: 500, the Shakespeare recipe's; from EMA_FROM_PASSES passes on,
-# about EVAL_EVERY_PASSES passes over the training text apart, in multiples of 250 from 250 to 1,000. A text seen
-# that often passes its best val loss and rises 0.02 to 0.07 in the 2,000 steps patience 4 waits at 500; at 250
-# (1.2 passes over 237 KB of licences), with patience_from 0.5, 100 s and 30 s runs end within 0.033 of their
-# best (2-core AVX-512 BF16 EPYC; seeds of names.txt, licences, 300 KB of Python). At 600 s the same texts are
-# seen 30 times, and evaluations 5 passes apart (1,000 steps) kept a best of few: licences 1.3637 against 1.3477
-# every 500 steps (docs/choosing-the-width.md); tinyshakespeare seen 12 times stays at 1,000 (1.2 passes).
-EVAL_EVERY, EVAL_EVERY_PASSES, EVAL_EVERY_RANGE = 500, 1.25, (250, 1000)
+# Steps between evaluations for `eval_every: auto`: about EVALUATIONS_PER_RUN a run, in multiples of 250 from 500
+# to 1,000 (500 for tinyshakespeare's 4,400 steps at 100 s, the Shakespeare recipe's; 1,000 for its 10,000 to
+# 12,000 at 600 s). From EMA_FROM_PASSES passes over the training text on, at most about EVAL_EVERY_PASSES passes
+# apart, down to 250: a text seen that often passes its best val loss and rises 0.02 to 0.07 in the 2,000 steps
+# patience 4 waits at 500; at 250 (1.2 passes over 237 KB of licences), with patience_from 0.5, 100 s and 30 s
+# runs end within 0.033 of their best (2-core AVX-512 BF16 EPYC; seeds of names.txt, licences, 300 KB of Python).
+# At 600 s the same texts are seen 30 times, and evaluations 5 passes apart (1,000 steps) kept a best of few:
+# licences 1.3637 (mean of three seeds) against 1.3404 at 250 (docs/choosing-the-width.md).
+EVALUATIONS_PER_RUN, EVAL_EVERY_PASSES, EVAL_EVERY_STEPS = 10, 1.25, (250, 500, 1000)
 LR_BY_WIDTH = ((128, 0.01), (160, 0.008), (192, 0.007), (256, 0.006), (320, 0.005), (384, 0.0045), (512, 0.004))
 
 
@@ -84,16 +85,20 @@ def weight_decay_for(passes: float | None) -> float:
     return WEIGHT_DECAY_BY_PASSES[0][1] if passes is None else round(_interpolate(WEIGHT_DECAY_BY_PASSES, passes), 2)
 
 
+def _steps_in_250s(steps: float, low: int, high: int) -> int:
+    return int(min(max(250 * round(steps / 250), low), high))
+
+
 def eval_every_for(passes: float | None, steps: float | None = None) -> int:
-    """`eval_every: auto` for a run of this many steps that passes over its training text this many times: every
-    500 steps below EMA_FROM_PASSES passes (and where the passes are not known); from there about
-    EVAL_EVERY_PASSES passes apart, in multiples of 250 from 250 to 1,000 (250 where the run's length is not
-    known)."""
-    if passes is None or passes < EMA_FROM_PASSES:
-        return EVAL_EVERY
-    low, high = EVAL_EVERY_RANGE
-    steps_apart = EVAL_EVERY_PASSES * steps / passes if steps is not None else low
-    return int(min(max(low * round(steps_apart / low), low), high))
+    """`eval_every: auto` for a run of this many steps that passes over its training text this many times: about
+    EVALUATIONS_PER_RUN evaluations, 500 to 1,000 steps apart (500 where the run's length is not known); from
+    EMA_FROM_PASSES passes on, at most about EVAL_EVERY_PASSES passes apart, down to 250 (250 where the run's
+    length is not known)."""
+    small, usual, large = EVAL_EVERY_STEPS
+    every = usual if steps is None else _steps_in_250s(steps / EVALUATIONS_PER_RUN, usual, large)
+    if passes is not None and passes >= EMA_FROM_PASSES:
+        every = min(every, small if steps is None else _steps_in_250s(EVAL_EVERY_PASSES * steps / passes, small, large))
+    return every
 
 
 def lr_for(width: int) -> float:
